@@ -10,7 +10,10 @@ temporary folder, then measures in one process, one thread (so images/s is per c
   a random horizontal flip and ImageNet normalisation to float32 (the usual Dataset path);
 - **cache**: the image cache (built once, its build time is reported), read by the training
   loader (``ArrayLoader`` over ``ImageRows``, shuffled batches of --batch) and transformed by
-  ``DeviceTransform`` (flip + normalise) on the CPU;
+  ``DeviceTransform`` (flip + normalise) on the CPU exactly as the trainer sets it up: output
+  in channels_last (the default memory format) into one reused buffer;
+- **cache-fresh**: the same, but with a freshly allocated NCHW output per batch (the
+  trainer's transform before the reused buffer), to show what the buffer saves;
 - **cache-gather**: the same reads without the transform, i.e. the CPU cost per image when
   the flip and normalisation run on the accelerator, as in training on a GPU.
 
@@ -67,6 +70,7 @@ def decode_path(folder: Path, names: list[str], size: int, rng: np.random.Genera
 
 
 def cache_path(split: Split, batch: int, transform: DeviceTransform | None, seed: int) -> float:
+    """Images/s of one shuffled pass; ``transform=None`` measures the gather alone."""
     loader = ArrayLoader(split, batch, shuffle=True, seed=seed)
     start = time.perf_counter()
     seen = 0
@@ -105,30 +109,37 @@ def main() -> int:
         split = Split(ImageRows(cached.array, np.arange(args.n)), None,
                       LabelStore(np.zeros((args.n, 1), dtype=np.int8)))
         device = torch.device(args.device)
-        transform = DeviceTransform(device, generator=torch.Generator().manual_seed(0))
+        transform = DeviceTransform(device, generator=torch.Generator().manual_seed(0),
+                                    channels_last=True, reuse_output=True)  # as in pamc.engine.trainer.fit
+        fresh = DeviceTransform(device, generator=torch.Generator().manual_seed(0))
         cache_path(split, args.batch, transform, seed=99)  # warm-up (page cache, allocator)
 
-        decode, cache, gather = [], [], []
-        for r in range(args.repeats):  # interleaved, so that both see the same machine load
+        decode, cache, cache_fresh, gather = [], [], [], []
+        for r in range(args.repeats):  # interleaved, so that all arms see the same machine load
             decode.append(decode_path(folder, names, args.size, rng))
             cache.append(cache_path(split, args.batch, transform, seed=r))
+            cache_fresh.append(cache_path(split, args.batch, fresh, seed=r))
             gather.append(cache_path(split, args.batch, None, seed=r))
 
-    med = {k: statistics.median(v) for k, v in (("decode", decode), ("cache", cache), ("cache_gather", gather))}
+    med = {k: statistics.median(v) for k, v in (("decode", decode), ("cache", cache), ("cache_fresh", cache_fresh),
+                                                ("cache_gather", gather))}
     result = {
         "n": args.n, "jpeg": "500x375", "mean_jpeg_kb": jpeg_kb, "size": args.size, "batch": args.batch,
         "repeats": args.repeats, "threads": 1, "device": args.device,
-        "images_per_s": {"decode": decode, "cache": cache, "cache_gather": gather},
+        "images_per_s": {"decode": decode, "cache": cache, "cache_fresh": cache_fresh, "cache_gather": gather},
         "median_images_per_s": med, "cache_build_images_per_s": build_rate,
         "ratio_cache_vs_decode": med["cache"] / med["decode"],
+        "ratio_cache_fresh_vs_decode": med["cache_fresh"] / med["decode"],
         "ratio_gather_vs_decode": med["cache_gather"] / med["decode"],
         "python": platform.python_version(), "torch": torch.__version__, "pillow": PIL.__version__,
     }
     print(f"{args.n} JPEGs 500x375 (mean {jpeg_kb:.0f} kB) -> {args.size}x{args.size}, 1 thread, "
           f"median of {args.repeats}, images/s per core")
     print(f"  decode path (decode+resize+flip+normalise, per sample): {med['decode']:8.1f}")
-    print(f"  cache path (loader + flip + normalise on {args.device}):      {med['cache']:8.1f}   "
+    print(f"  cache path (loader + flip + normalise on {args.device}, as trained): {med['cache']:8.1f}   "
           f"ratio {result['ratio_cache_vs_decode']:.1f}x")
+    print(f"  cache path, fresh NCHW output per batch:            {med['cache_fresh']:8.1f}   "
+          f"ratio {result['ratio_cache_fresh_vs_decode']:.1f}x")
     print(f"  cache path, gather only (transform on the accelerator):  {med['cache_gather']:8.1f}   "
           f"ratio {result['ratio_gather_vs_decode']:.1f}x")
     print(f"  cache build (one-off decode into the memory map):        {build_rate:8.1f}")

@@ -106,6 +106,45 @@ def test_device_transform_normalises_and_flips():
         assert torch.allclose(flipped[i], x[i], atol=1e-6) or torch.allclose(flipped[i], x[i].flip(2), atol=1e-6)
 
 
+def test_device_transform_flips_the_drawn_images_in_every_output_mode():
+    """Same draws as an independent where()-based flip, for fresh, reused and NHWC outputs."""
+    images = torch.randint(0, 256, (5, 3, 4, 6), dtype=torch.uint8)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    for channels_last in (False, True):
+        for reuse in (False, True):
+            t = DeviceTransform(torch.device("cpu"), generator=torch.Generator().manual_seed(3),
+                                channels_last=channels_last, reuse_output=reuse)
+            draws = torch.Generator().manual_seed(3)
+            for batch in (images, images[:2], images):  # a short last batch, then a full one again
+                mask = torch.rand(batch.shape[0], generator=draws) < 0.5
+                want = torch.where(mask.view(-1, 1, 1, 1), batch.flip(3), batch)
+                want = (want.float() / 255 - mean) / std
+                got = t(batch, flip=True)
+                assert got.shape == batch.shape
+                assert torch.allclose(got, want, atol=1e-5)
+                fmt = torch.channels_last if channels_last else torch.contiguous_format
+                assert got.is_contiguous(memory_format=fmt)
+
+
+def test_device_transform_reuses_its_output_buffer_only_when_asked():
+    images = torch.randint(0, 256, (4, 3, 5, 5), dtype=torch.uint8)
+    fresh = DeviceTransform(torch.device("cpu"))
+    a, b = fresh(images), fresh(images)
+    assert a.data_ptr() != b.data_ptr()
+    reused = DeviceTransform(torch.device("cpu"), reuse_output=True)
+    a = reused(images)
+    first = a.clone()
+    b = reused(images[:3].flip(0))  # the next batch overwrites the first one's buffer
+    assert a.data_ptr() == b.data_ptr()
+    assert torch.equal(a[:3], b) and not torch.equal(a, first)
+    with torch.inference_mode():  # evaluation first, then a training step into the same buffer
+        reused = DeviceTransform(torch.device("cpu"), reuse_output=True)
+        reused(images)
+    x = reused(images, flip=True)
+    assert not x.is_inference()
+
+
 def test_unknown_dataset():
     with pytest.raises(RegistryError, match="unknown dataset 'nope'"):
         build_dataset(DataConfig(dataset="nope"))

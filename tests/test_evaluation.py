@@ -124,6 +124,20 @@ def test_zero_one_labels_and_many_classes_across_chunks(monkeypatch: pytest.Monk
     assert mean_average_precision(scores, labels) == pytest.approx(expected.mean(), abs=1e-9)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_threads_split_the_classes_without_changing_the_result(monkeypatch: pytest.MonkeyPatch, seed: int) -> None:
+    scores, labels = random_case(seed + 100)
+    scores = np.tile(scores, (1, 7))  # enough classes for several chunks per thread
+    labels = np.tile(labels, (1, 7))
+    monkeypatch.setattr(metrics, "_CHUNK_ENTRIES", scores.shape[0] * 5)
+    expected = sklearn_ap(scores, labels, ignore_unobserved=True)
+    for threads in (1, 2, 3, 64):
+        got = average_precision(scores, labels, ignore_unobserved=True, threads=threads)
+        np.testing.assert_allclose(got, expected, atol=1e-6)
+    with pytest.raises(ValueError, match="threads must be at least 1"):
+        average_precision(scores, labels, threads=0)
+
+
 def test_hand_computed_no_ties() -> None:
     scores = np.array([[0.9], [0.8], [0.7], [0.6]])
     labels = np.array([[1], [-1], [1], [-1]])

@@ -92,9 +92,9 @@ class ImageRows:
         rows = self.rows[index]
         if np.ndim(rows) == 0:
             return torch.from_numpy(np.array(self.array[int(rows)]))
-        order = np.argsort(rows, kind="stable")
         out = np.empty((len(rows), *self.array.shape[1:]), dtype=self.array.dtype)
-        out[order] = self.array[rows[order]]
+        for j in np.argsort(rows, kind="stable"):  # one copy per image, in file order
+            out[j] = self.array[rows[j]]
         return torch.from_numpy(out)
 
     def __array__(self, dtype: np.dtype | None = None, copy: bool | None = None) -> np.ndarray:

@@ -301,7 +301,9 @@ def fit(
                         f"train.epochs ({cfg.train.epochs}) must be larger (or set method.params.linear_init_epochs)")
     criterion.to(device)
     generator = torch.Generator().manual_seed(cfg.train.seed + dist_ctx.rank)
-    transform = DeviceTransform(device, generator=generator)
+    # the batch is written in the model's memory format into one reused buffer (see DeviceTransform)
+    transform = DeviceTransform(device, generator=generator, channels_last=precision.channels_last,
+                                reuse_output=True)
     frozen = cfg.train.frozen_features
     if frozen:  # the backbone runs once here; only the head trains (pamc.engine.frozen)
         model, bundle, transform = cache_frozen_features(model, bundle, transform)
