@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from dataset_fixtures import (
     make_coco, make_csv, make_cub, make_nuswide_formatted, make_nuswide_official, make_openimages, make_voc,
@@ -73,6 +74,15 @@ def test_voc_fixture_labels_images_boxes(tmp_path):
     for row in (0, 5, 11):
         expected, _ = decode_image(base / "JPEGImages" / f"{ids[row]}.jpg", 32)
         assert np.array_equal(bundle.test.images[row].numpy(), expected)
+    # on disk each image is Pillow's (H, W, RGB) array; batches come out channels_last
+    with Image.open(base / "JPEGImages" / f"{ids[0]}.jpg") as im:
+        pillow = np.asarray(im.convert("RGB").resize((32, 32), Image.BILINEAR)).ravel()
+    stored = [np.fromfile(f, dtype=np.uint8).reshape(-1, pillow.size) for f in (tmp_path / "cache").glob("*.u8")]
+    assert any((images == pillow).all(axis=1).any() for images in stored)
+    batch = bundle.test.images[torch.tensor([11, 0, 5])]
+    assert batch.shape == (3, 3, 32, 32) and batch.is_contiguous(memory_format=torch.channels_last)
+    for j, row in enumerate((11, 0, 5)):
+        assert torch.equal(batch[j], torch.from_numpy(np.ascontiguousarray(bundle.test.images[row].numpy())))
     # boxes: xml (xmin=1+k, ymin=2, xmax=20+k, ymax=30) on 50x40 images, scaled to 32x32
     row0 = bundle.test.boxes[bundle.test.boxes[:, 0] == 0]
     k = int(np.flatnonzero(flags[0] >= 0)[0])

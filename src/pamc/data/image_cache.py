@@ -8,8 +8,11 @@ and the cache stores exactly its output, so reading from the cache gives the sam
 A cache is two files in the cache folder, named by a key over (cache format, image size, data
 root, image list):
 
-- ``images-<S>-<key>.u8``: a raw C-order uint8 array of shape (N, 3, S, S), opened with
-  :func:`numpy.memmap`;
+- ``images-<S>-<key>.u8``: a raw C-order uint8 array of shape (N, S, S, 3), i.e. each image
+  in Pillow's own (height, width, RGB) order, opened with :func:`numpy.memmap`. It is exposed
+  as an (N, 3, S, S) view, so batches come out as channels_last uint8 tensors: decoding needs
+  no transpose, and the float batch in channels_last order (the training default) is a plain
+  same-order copy instead of a transposing one;
 - ``images-<S>-<key>.npz``: ``ok`` (N,) bool, False for images that were missing or could not
   be decoded, and ``sizes`` (N, 2) int32, the original (width, height). It is written last, so
   a cache without it is incomplete and gets rebuilt.
@@ -33,17 +36,20 @@ from pamc.errors import DataError
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = "1"
+CACHE_FORMAT = "2"  # 2: images stored (H, W, 3); 1 stored (3, H, W)
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
 def decode_image(path: str | Path, size: int) -> tuple[np.ndarray, tuple[int, int]]:
-    """The reference decode path: (3, size, size) uint8 and the original (width, height)."""
+    """The reference decode path: (3, size, size) uint8 and the original (width, height).
+
+    The pixels are a channel-first view of Pillow's (size, size, 3) array (no copy).
+    """
     with Image.open(path) as im:
         rgb = im.convert("RGB")
     original = rgb.size
     resized = rgb.resize((size, size), Image.BILINEAR)
-    return np.ascontiguousarray(np.asarray(resized).transpose(2, 0, 1)), original
+    return np.asarray(resized).transpose(2, 0, 1), original
 
 
 def cache_key(root: str | Path, paths: Sequence[str], size: int) -> str:
@@ -56,7 +62,7 @@ def cache_key(root: str | Path, paths: Sequence[str], size: int) -> str:
 
 @dataclass
 class CachedImages:
-    """An opened cache: the (N, 3, S, S) memory map, which rows are usable, original sizes."""
+    """An opened cache: the (N, 3, S, S) view of the memory map, usable rows, original sizes."""
 
     array: np.ndarray
     ok: np.ndarray
@@ -68,7 +74,8 @@ class ImageRows:
     """Rows ``rows`` of a uint8 image array (usually a memory map), read by batch.
 
     ``loader[idx]`` returns a uint8 tensor (B, 3, S, S); reads are done in ascending row order
-    so that a memory-mapped file is read as sequentially as the batch allows.
+    so that a memory-mapped file is read as sequentially as the batch allows. An array stored
+    channels-last (the image cache) gives channels_last tensors, copied in storage order.
     """
 
     def __init__(self, array: np.ndarray, rows: np.ndarray) -> None:
@@ -92,10 +99,13 @@ class ImageRows:
         rows = self.rows[index]
         if np.ndim(rows) == 0:
             return torch.from_numpy(np.array(self.array[int(rows)]))
-        out = np.empty((len(rows), *self.array.shape[1:]), dtype=self.array.dtype)
+        stored_hwc = self.array.ndim == 4 and self.array.strides[1] < self.array.strides[3]
+        source = self.array.transpose(0, 2, 3, 1) if stored_hwc else self.array
+        out = np.empty((len(rows), *source.shape[1:]), dtype=self.array.dtype)
         for j in np.argsort(rows, kind="stable"):  # one copy per image, in file order
-            out[j] = self.array[rows[j]]
-        return torch.from_numpy(out)
+            out[j] = source[rows[j]]
+        batch = torch.from_numpy(out)
+        return batch.permute(0, 3, 1, 2) if stored_hwc else batch
 
     def __array__(self, dtype: np.dtype | None = None, copy: bool | None = None) -> np.ndarray:
         out = self[np.arange(len(self))].numpy()
@@ -123,14 +133,15 @@ def open_or_build_cache(
     key = cache_key(root, paths, size)
     data_path = cache_dir / f"images-{size}-{key}.u8"
     meta_path = cache_dir / f"images-{size}-{key}.npz"
-    shape = (len(paths), 3, size, size)
+    shape = (len(paths), size, size, 3)  # stored (H, W, 3), see the module docstring
     if meta_path.is_file() and data_path.is_file() and data_path.stat().st_size == int(np.prod(shape)):
         with np.load(meta_path) as meta:
             ok, sizes = meta["ok"], meta["sizes"]
         if not strict or ok.all():
             log.info("%s: reusing image cache %s", what, data_path)
             _report(what, paths, ok, None, strict=False, root=root)
-            return CachedImages(np.memmap(data_path, np.uint8, "c", shape=shape), ok, sizes, data_path)
+            return CachedImages(_channels_first(np.memmap(data_path, np.uint8, "c", shape=shape)), ok, sizes,
+                                data_path)
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
         tmp_path = data_path.with_suffix(".u8.tmp")
@@ -151,7 +162,7 @@ def open_or_build_cache(
             pixels, original = decode_image(file, size)
         except _DECODE_ERRORS:
             return
-        array[i] = pixels
+        array[i] = pixels.transpose(1, 2, 0)  # back to Pillow's order: a contiguous copy
         sizes[i] = original
         ok[i] = True
 
@@ -180,8 +191,13 @@ def open_or_build_cache(
         del array
         os.replace(tmp_path, data_path)
         _save_npz(meta_path, ok=ok, sizes=sizes)
-        return CachedImages(np.memmap(data_path, np.uint8, "c", shape=shape), ok, sizes, data_path)
+        return CachedImages(_channels_first(np.memmap(data_path, np.uint8, "c", shape=shape)), ok, sizes, data_path)
     return CachedImages(np.zeros((0, 3, size, size), np.uint8), ok, sizes, data_path)
+
+
+def _channels_first(stored: np.ndarray) -> np.ndarray:
+    """The (N, 3, S, S) view of a cache stored (N, S, S, 3)."""
+    return stored.transpose(0, 3, 1, 2)
 
 
 def _save_npz(path: Path, **arrays: np.ndarray) -> None:
