@@ -149,7 +149,40 @@ def test_table_groups_seeds_and_shows_the_paper_number(tmp_path: Path) -> None:
     rows = format_csv(groups).splitlines()
     assert rows[0].startswith("dataset,method,train_alpha,eval_alpha,runs")
     voc_an = next(r for r in rows if r.startswith("voc2012,an,"))
-    assert voc_an.split(",")[4:] == ["2", "0 1", "61.0000", f"{std:.4f}", "85.1"]
+    assert voc_an.split(",")[4:] == ["2", "0 1", "61.0000", f"{std:.4f}", "85.1", "", ""]
+    assert "G1" not in md  # no run reports frequency groups
+
+
+def test_table_shows_frequency_groups_beside_the_paper(tmp_path: Path) -> None:
+    paper = [60.0, 70.0, 75.0, 80.0, 85.0]
+    _fake_run(tmp_path, "r0", "ll-r", 0, 74.0, dataset="openimages-v3", paper=78.5,
+              group_map=[60.0, 70.0, 75.0, 80.0, 85.0], paper_groups=paper)
+    _fake_run(tmp_path, "r1", "ll-r", 1, 76.0, dataset="openimages-v3", paper=78.5,
+              group_map=[62.0, 72.0, 77.0, 82.0, 87.0], paper_groups=paper)
+    _fake_run(tmp_path, "a0", "an", 0, 70.0, dataset="openimages-v3", group_map=[50.0, 60.0, 70.0, 80.0, 90.0])
+    _fake_run(tmp_path, "v0", "an", 0, 80.0, dataset="voc2012")
+    groups = build_table([tmp_path])
+    md = format_markdown(groups)
+    assert "| openimages-v3 | all | G1 | G2 | G3 | G4 | G5 |" in md
+    assert "| an | 70.00 ± 0.00 (—) | 50.00 ± 0.00 (—) | 60.00 ± 0.00 (—) |" in md
+    s = statistics.stdev([60.0, 62.0])
+    assert f"| ll-r | 75.00 ± {s:.2f} (78.5) | 61.00 ± {s:.2f} (60.0) | 71.00 ± {s:.2f} (70.0) |" in md
+    assert "| voc2012 | all |" not in md  # voc runs report no groups
+    rows = format_csv(groups).splitlines()
+    llr = next(r for r in rows if r.startswith("openimages-v3,ll-r,")).split(",")
+    assert llr[-2:] == ["61.0000 71.0000 76.0000 81.0000 86.0000", "60 70 75 80 85"]
+    voc = next(r for r in rows if r.startswith("voc2012,an,")).split(",")
+    assert voc[-2:] == ["", ""]
+
+
+def test_table_rejects_disagreeing_or_malformed_group_numbers(tmp_path: Path, capsys) -> None:
+    _fake_run(tmp_path / "a", "x0", "an", 0, 50.0, paper_groups=[1.0, 2.0, 3.0, 4.0, 5.0])
+    _fake_run(tmp_path / "a", "x1", "an", 1, 50.0, paper_groups=[1.0, 2.0, 3.0, 4.0, 6.0])
+    assert main(["table", str(tmp_path / "a")]) == 2
+    assert "disagree on meta.paper_group_map" in capsys.readouterr().err
+    _fake_run(tmp_path / "b", "x0", "an", 0, 50.0, group_map=["high"])  # type: ignore[list-item]
+    assert main(["table", str(tmp_path / "b")]) == 2
+    assert "test_group_map must be a non-empty list of numbers" in capsys.readouterr().err
 
 
 def test_table_cli_and_its_errors(tmp_path: Path, capsys) -> None:
