@@ -6,6 +6,7 @@ import importlib.util
 import json
 import math
 import statistics
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ PAPER_CONFIGS = sorted((CONFIGS / "paper").rglob("*.yaml"))
 def _make_configs_module():
     spec = importlib.util.spec_from_file_location("make_configs", CONFIGS / "make_configs.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
     spec.loader.exec_module(module)
     return module
 
@@ -56,14 +58,80 @@ def test_committed_configs_match_the_generator() -> None:
         assert (CONFIGS / rel).read_text() == module.render(cfg), rel
 
 
+@pytest.mark.parametrize("path", PAPER_CONFIGS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_paper_number_fields_are_consistent(path: Path) -> None:
+    meta = load_config(path).meta
+    status, value, source = meta["paper_map_status"], meta["paper_map"], meta["paper_map_source"]
+    assert status in {"verified", "from-method-paper", "unverified", "not in the paper"}
+    if status in {"verified", "from-method-paper"}:
+        assert isinstance(value, float) and 0.0 <= value <= 100.0
+        assert isinstance(source, str) and source.strip()  # every recorded number names its source
+    else:
+        assert value is None and source is None
+    if path.parent.name == "openimages-v3":
+        groups = meta["paper_group_map"]
+        assert groups is None or (value is not None and len(groups) == 5)
+    else:
+        assert "paper_group_map" not in meta
+
+
+def test_paper_numbers_come_from_the_one_table_and_are_checked() -> None:
+    module = _make_configs_module()
+    module.check_paper_numbers(module.PAPER_NUMBERS)
+    for (dataset, method, boost), num in module.PAPER_NUMBERS.items():
+        meta = load_config(CONFIGS / "paper" / dataset / f"{module.row_name(method, boost)}.yaml").meta
+        assert (meta["paper_map"], meta["paper_map_source"], meta["paper_map_status"]) == (
+            num.value, num.source, num.status)
+    number = module.PaperNumber
+    good = {("openimages-v3", "ll-r", True): number(80.0, "repo x, README.md", "verified", (1, 2, 3, 4, 5)),
+            ("coco2014", "ll-r", False): number(70.0, "arXiv:2206.03740, Table 2", "from-method-paper")}
+    module.check_paper_numbers(good)
+    meta = dict(module.paper_meta("coco2014", "ll-r", False))
+    assert meta["paper_map"] is None and meta["paper_map_status"] == "unverified"
+    bad = [
+        ({("coco2014", "ll-r", False): number(70.0, " ", "verified")}, "needs its source"),
+        ({("coco2014", "ll-r", False): number(70.0, "s", "remembered")}, "status"),
+        ({("coco2014", "asl", False): number(70.0, "s", "verified")}, "not a row"),
+        ({("coco2014", "ll-r", False): number(0.7, "s", "verified", (1, 2, 3, 4, 5))}, "openimages-v3 only"),
+        ({("openimages-v3", "an", False): number(70.0, "s", "verified", (1, 2))}, "5 group mAPs"),
+        ({("voc2012", "an", False): number(170.0, "s", "verified")}, "percentages"),
+    ]
+    for numbers, message in bad:
+        with pytest.raises(ValueError, match=message):
+            module.check_paper_numbers(numbers)
+
+
+def test_generator_writes_a_recorded_number_into_its_row(monkeypatch) -> None:
+    module = _make_configs_module()
+    monkeypatch.setattr(module, "PAPER_NUMBERS", {
+        ("openimages-v3", "ll-ct", True): module.PaperNumber(80.5, "source A", "verified", (70, 75, 80, 85, 90)),
+        ("cub", "ll-r", False): module.PaperNumber(19.5, "source B", "from-method-paper")})
+    configs = module.all_configs()
+    oi = configs["paper/openimages-v3/ll-ct-boostlu.yaml"]["meta"]
+    assert (oi["paper_map"], oi["paper_map_status"], oi["paper_map_source"], oi["paper_group_map"]) == (
+        80.5, "verified", "source A", [70, 75, 80, 85, 90])
+    cub = configs["paper/cub/ll-r.yaml"]["meta"]
+    assert (cub["paper_map"], cub["paper_map_status"], cub["paper_map_source"]) == (
+        19.5, "from-method-paper", "source B")
+    assert configs["paper/cub/ll-r-boostlu.yaml"]["meta"]["paper_map_status"] == "unverified"
+    assert configs["paper/cub/asl.yaml"]["meta"]["paper_map_status"] == "not in the paper"
+
+
 def _fake_run(root: Path, name: str, method: str, seed: int, test_map: float, alpha: float = 1.0,
-              paper: float | None = None, dataset: str = "synthetic") -> Path:
+              paper: float | None = None, dataset: str = "synthetic", group_map: list[float] | None = None,
+              paper_groups: list[float] | None = None) -> Path:
+    meta = {"paper_map": paper}
+    if paper_groups is not None:
+        meta["paper_group_map"] = paper_groups
     cfg = load_config(None, {"method.name": method, "train.seed": seed, "model.train_alpha": alpha,
-                             "data.dataset": dataset, "meta": {"paper_map": paper}})
+                             "data.dataset": dataset, "meta": meta})
     run = root / name
     run.mkdir(parents=True)
     (run / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
-    (run / "test_results.json").write_text(json.dumps({"test_map": test_map}))
+    results: dict[str, object] = {"test_map": test_map}
+    if group_map is not None:
+        results["test_group_map"] = group_map
+    (run / "test_results.json").write_text(json.dumps(results))
     return run
 
 
@@ -81,7 +149,40 @@ def test_table_groups_seeds_and_shows_the_paper_number(tmp_path: Path) -> None:
     rows = format_csv(groups).splitlines()
     assert rows[0].startswith("dataset,method,train_alpha,eval_alpha,runs")
     voc_an = next(r for r in rows if r.startswith("voc2012,an,"))
-    assert voc_an.split(",")[4:] == ["2", "0 1", "61.0000", f"{std:.4f}", "85.1"]
+    assert voc_an.split(",")[4:] == ["2", "0 1", "61.0000", f"{std:.4f}", "85.1", "", ""]
+    assert "G1" not in md  # no run reports frequency groups
+
+
+def test_table_shows_frequency_groups_beside_the_paper(tmp_path: Path) -> None:
+    paper = [60.0, 70.0, 75.0, 80.0, 85.0]
+    _fake_run(tmp_path, "r0", "ll-r", 0, 74.0, dataset="openimages-v3", paper=78.5,
+              group_map=[60.0, 70.0, 75.0, 80.0, 85.0], paper_groups=paper)
+    _fake_run(tmp_path, "r1", "ll-r", 1, 76.0, dataset="openimages-v3", paper=78.5,
+              group_map=[62.0, 72.0, 77.0, 82.0, 87.0], paper_groups=paper)
+    _fake_run(tmp_path, "a0", "an", 0, 70.0, dataset="openimages-v3", group_map=[50.0, 60.0, 70.0, 80.0, 90.0])
+    _fake_run(tmp_path, "v0", "an", 0, 80.0, dataset="voc2012")
+    groups = build_table([tmp_path])
+    md = format_markdown(groups)
+    assert "| openimages-v3 | all | G1 | G2 | G3 | G4 | G5 |" in md
+    assert "| an | 70.00 ± 0.00 (—) | 50.00 ± 0.00 (—) | 60.00 ± 0.00 (—) |" in md
+    s = statistics.stdev([60.0, 62.0])
+    assert f"| ll-r | 75.00 ± {s:.2f} (78.5) | 61.00 ± {s:.2f} (60.0) | 71.00 ± {s:.2f} (70.0) |" in md
+    assert "| voc2012 | all |" not in md  # voc runs report no groups
+    rows = format_csv(groups).splitlines()
+    llr = next(r for r in rows if r.startswith("openimages-v3,ll-r,")).split(",")
+    assert llr[-2:] == ["61.0000 71.0000 76.0000 81.0000 86.0000", "60 70 75 80 85"]
+    voc = next(r for r in rows if r.startswith("voc2012,an,")).split(",")
+    assert voc[-2:] == ["", ""]
+
+
+def test_table_rejects_disagreeing_or_malformed_group_numbers(tmp_path: Path, capsys) -> None:
+    _fake_run(tmp_path / "a", "x0", "an", 0, 50.0, paper_groups=[1.0, 2.0, 3.0, 4.0, 5.0])
+    _fake_run(tmp_path / "a", "x1", "an", 1, 50.0, paper_groups=[1.0, 2.0, 3.0, 4.0, 6.0])
+    assert main(["table", str(tmp_path / "a")]) == 2
+    assert "disagree on meta.paper_group_map" in capsys.readouterr().err
+    _fake_run(tmp_path / "b", "x0", "an", 0, 50.0, group_map=["high"])  # type: ignore[list-item]
+    assert main(["table", str(tmp_path / "b")]) == 2
+    assert "test_group_map must be a non-empty list of numbers" in capsys.readouterr().err
 
 
 def test_table_cli_and_its_errors(tmp_path: Path, capsys) -> None:

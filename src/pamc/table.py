@@ -4,6 +4,8 @@ Each run directory holds ``config.yaml`` and ``test_results.json`` (written by
 :func:`pamc.engine.fit`). Runs are grouped by dataset, method and BoostLU alphas; a group's
 cell is the mean ± std of test mAP over its runs (seeds). When a run's config carries
 ``meta.paper_map`` (the number the paper reports for that row), it is shown beside ours.
+Runs that report the mAP of classes grouped by training frequency (``test_group_map``,
+OpenImages G1..G5) get a second table of those groups, beside ``meta.paper_group_map``.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ class RunRecord:
     seed: int
     test_map: float
     paper_map: float | None
+    group_map: tuple[float, ...] | None = None
+    paper_group_map: tuple[float, ...] | None = None
 
 
 @dataclass
@@ -49,6 +53,8 @@ class Group:
     maps: list[float] = field(default_factory=list)
     seeds: list[int] = field(default_factory=list)
     paper_map: float | None = None
+    group_maps: list[tuple[float, ...]] = field(default_factory=list)
+    paper_group_map: tuple[float, ...] | None = None
 
     @property
     def mean(self) -> float:
@@ -56,11 +62,35 @@ class Group:
 
     @property
     def std(self) -> float:
-        return statistics.stdev(self.maps) if len(self.maps) > 1 else 0.0
+        return _std(self.maps)
+
+    @property
+    def num_groups(self) -> int:
+        """Number of frequency groups every run of this cell reports (0 when some run has none)."""
+        sizes = {len(g) for g in self.group_maps}
+        return sizes.pop() if len(self.group_maps) == len(self.maps) and len(sizes) == 1 else 0
+
+    def group_stats(self) -> list[tuple[float, float]]:
+        """(mean, std) over runs of each frequency group's mAP, rarest group first."""
+        return [(statistics.fmean(col), _std(col)) for col in zip(*self.group_maps)] if self.num_groups else []
 
     @property
     def row_label(self) -> str:
         return method_label(self.method, self.train_alpha, self.eval_alpha)
+
+
+def _std(values: Sequence[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def _numbers(value: Any, what: str) -> tuple[float, ...] | None:
+    """A list of numbers (``meta.paper_group_map``, ``test_group_map``) or None."""
+    if value is None:
+        return None
+    if not isinstance(value, (list, tuple)) or not value or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        raise PamcError(f"{what} must be a non-empty list of numbers or null, got {value!r}")
+    return tuple(float(v) for v in value)
 
 
 def method_label(method: str, train_alpha: float, eval_alpha: float) -> str:
@@ -100,12 +130,14 @@ def read_run(path: Path) -> RunRecord:
         test_map = float(results["test_map"])
     except (json.JSONDecodeError, KeyError, TypeError, ValueError):
         raise PamcError(f"{path / RESULTS_FILE} is not a pamc results file") from None
+    group_map = _numbers(results.get("test_group_map"), f"{path / RESULTS_FILE}: test_group_map")
     paper = cfg.meta.get("paper_map")
     if paper is not None and (isinstance(paper, bool) or not isinstance(paper, (int, float))):
         raise PamcError(f"{path / CONFIG_FILE}: meta.paper_map must be a number or null, got {paper!r}")
+    paper_groups = _numbers(cfg.meta.get("paper_group_map"), f"{path / CONFIG_FILE}: meta.paper_group_map")
     return RunRecord(path, cfg.data.dataset, cfg.method.name, cfg.model.train_alpha,
                      cfg.model.resolved_eval_alpha, cfg.train.seed, test_map,
-                     None if paper is None else float(paper))
+                     None if paper is None else float(paper), group_map, paper_groups)
 
 
 def group_runs(records: Sequence[RunRecord]) -> list[Group]:
@@ -116,22 +148,60 @@ def group_runs(records: Sequence[RunRecord]) -> list[Group]:
         g = groups.setdefault(key, Group(*key))
         g.maps.append(r.test_map)
         g.seeds.append(r.seed)
+        if r.group_map is not None:
+            g.group_maps.append(r.group_map)
         if r.paper_map is not None:
             if g.paper_map is not None and not math.isclose(g.paper_map, r.paper_map):
                 raise PamcError(f"runs of {g.row_label} on {g.dataset} disagree on meta.paper_map "
                                 f"({g.paper_map} vs {r.paper_map})")
             g.paper_map = r.paper_map
+        if r.paper_group_map is not None:
+            if g.paper_group_map is not None and not (
+                    len(g.paper_group_map) == len(r.paper_group_map)
+                    and all(map(math.isclose, g.paper_group_map, r.paper_group_map))):
+                raise PamcError(f"runs of {g.row_label} on {g.dataset} disagree on meta.paper_group_map "
+                                f"({list(g.paper_group_map)} vs {list(r.paper_group_map)})")
+            g.paper_group_map = r.paper_group_map
     return sorted(groups.values(), key=lambda g: (g.dataset, g.method, (g.train_alpha, g.eval_alpha) != (1.0, 1.0),
                                                   g.train_alpha, g.eval_alpha))
 
 
-def _cell(g: Group | None, show_paper: bool) -> str:
-    if g is None:
-        return "—"
-    text = f"{g.mean:.2f} ± {g.std:.2f}"
+def _cell(mean: float, std: float, paper: float | None, show_paper: bool) -> str:
+    text = f"{mean:.2f} ± {std:.2f}"
     if show_paper:
-        text += f" ({g.paper_map:.1f})" if g.paper_map is not None else " (—)"
+        text += f" ({paper:.1f})" if paper is not None else " (—)"
     return text
+
+
+def _dataset_cell(g: Group | None, show_paper: bool) -> str:
+    return "—" if g is None else _cell(g.mean, g.std, g.paper_map, show_paper)
+
+
+def format_group_markdown(groups: Sequence[Group]) -> str:
+    """For cells whose runs all report frequency-group mAPs (OpenImages): one table per dataset,
+    rows method, columns all classes then G1 (rarest) .. Gk; cells ours (paper). Empty if none."""
+    tables = []
+    for dataset in dict.fromkeys(g.dataset for g in groups):
+        cells = [g for g in groups if g.dataset == dataset and g.num_groups]
+        if not cells:
+            continue
+        k = max(g.num_groups for g in cells)
+        show_paper = any(g.paper_map is not None or g.paper_group_map is not None for g in cells)
+        lines = [f"| {dataset} | all | " + " | ".join(f"G{i + 1}" for i in range(k)) + " |",
+                 "|---|---|" + "---|" * k]
+        for g in cells:
+            paper: Sequence[float | None] = g.paper_group_map or ()
+            if len(paper) != g.num_groups:
+                paper = (None,) * g.num_groups
+            row = [_cell(g.mean, g.std, g.paper_map, show_paper)]
+            row += [_cell(m, s, p, show_paper) for (m, s), p in zip(g.group_stats(), paper)]
+            row += ["—"] * (k - g.num_groups)
+            lines.append(f"| {g.row_label} | " + " | ".join(row) + " |")
+        note = "test mAP of all classes and of the classes in groups of rising training frequency"
+        if show_paper:
+            note += "; the paper's number in parentheses"
+        tables.append("\n".join(lines) + "\n\n" + note + "\n")
+    return "\n".join(tables)
 
 
 def format_markdown(groups: Sequence[Group]) -> str:
@@ -146,22 +216,28 @@ def format_markdown(groups: Sequence[Group]) -> str:
         "|---|" + "---|" * len(datasets),
     ]
     for row in rows:
-        lines.append(f"| {row} | " + " | ".join(_cell(by_key.get((row, d)), show_paper) for d in datasets) + " |")
+        lines.append(f"| {row} | " + " | ".join(_dataset_cell(by_key.get((row, d)), show_paper) for d in datasets)
+                     + " |")
     note = f"test mAP, mean ± std over {'/'.join(map(str, seeds))} run(s) per cell"
     if show_paper:
         note += "; the paper's number in parentheses"
-    return "\n".join(lines) + "\n\n" + note + "\n"
+    text = "\n".join(lines) + "\n\n" + note + "\n"
+    grouped = format_group_markdown(groups)
+    return text + "\n" + grouped if grouped else text
 
 
 def format_csv(groups: Sequence[Group]) -> str:
     """One line per group, long format."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["dataset", "method", "train_alpha", "eval_alpha", "runs", "seeds", "map_mean", "map_std", "paper_map"])
+    w.writerow(["dataset", "method", "train_alpha", "eval_alpha", "runs", "seeds", "map_mean", "map_std", "paper_map",
+                "group_map_mean", "paper_group_map"])
     for g in groups:
         w.writerow([g.dataset, g.method, f"{g.train_alpha:g}", f"{g.eval_alpha:g}", len(g.maps),
                     " ".join(map(str, g.seeds)), f"{g.mean:.4f}", f"{g.std:.4f}",
-                    "" if g.paper_map is None else f"{g.paper_map:g}"])
+                    "" if g.paper_map is None else f"{g.paper_map:g}",
+                    " ".join(f"{m:.4f}" for m, _ in g.group_stats()),
+                    "" if g.paper_group_map is None else " ".join(f"{v:g}" for v in g.paper_group_map)])
     return buf.getvalue()
 
 
