@@ -102,6 +102,7 @@ class DeviceTransform:
         self.channels_last = channels_last
         self.reuse_output = reuse_output
         self._buffer: torch.Tensor | None = None
+        self._row_constants: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def _output(self, shape: torch.Size) -> torch.Tensor:
         fmt = torch.channels_last if self.channels_last and len(shape) == 4 else torch.contiguous_format
@@ -123,4 +124,16 @@ class DeviceTransform:
                 out[j].copy_(x[j].flip(-1) if f else x[j])
         else:
             out.copy_(x)
+        if out.dim() == 4 and out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous():
+            # NHWC: per-channel constants broadcast over a length-3 inner loop are slow, so the
+            # rows (W * 3 values) are scaled by the constants tiled along a row instead
+            rows = out.permute(0, 2, 3, 1).view(-1, out.shape[3] * 3)
+            scale, shift = self._tiled(out.shape[3])
+            rows.mul_(scale).sub_(shift)
+            return out
         return out.mul_(self.scale).sub_(self.shift)
+
+    def _tiled(self, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._row_constants is None or self._row_constants[0].numel() != width * 3:
+            self._row_constants = (self.scale.view(3).repeat(width), self.shift.view(3).repeat(width))
+        return self._row_constants
