@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+import torch.nn.functional as F
 
 from pamc.config import load_config
 from pamc.data import LabelStore, Split, build_dataset
@@ -134,6 +135,96 @@ def test_label_updates_and_metrics_are_synchronised_across_two_processes(tmp_pat
         assert res["eval"]["num_samples"] == 30
         np.testing.assert_allclose(res["eval"]["ap"], ap, atol=1e-9)
     assert results[0]["eval"] == results[1]["eval"]
+
+
+def _loss_case() -> dict[str, torch.Tensor]:
+    """A global batch of 8 whose first half (rank 0's) has far larger unobserved losses."""
+    g = torch.Generator().manual_seed(5)
+    logits = torch.randn(8, 5, generator=g)
+    logits[:4] += 2.0
+    observed = torch.zeros(8, 5, dtype=torch.int8)
+    observed[torch.arange(8), torch.arange(8) % 5] = 1
+    return {"logits": logits, "observed": observed, "index": torch.arange(8)}
+
+
+def _state_worker(rank: int, world: int, store_file: str, out_dir: str) -> None:
+    from pamc.engine.distributed import ProcessGroupCollective
+    from pamc.losses import create_loss
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{store_file}", rank=rank, world_size=world)
+    ctx = DistContext(rank=rank, world_size=world)
+    case = _loss_case()
+    mine = slice(4 * rank, 4 * rank + 4)
+    logits, observed, index = case["logits"][mine], case["observed"][mine], case["index"][mine]
+    result = {}
+    for name in ("ll-r", "ll-cp"):  # global top-k: selections of the global batch
+        loss = create_loss(name, delta_rel=30.0)
+        loss.bind_collective(ProcessGroupCollective(ctx))
+        loss.on_epoch_start(2)
+        out = loss(logits, observed, index)
+        matrix = F.binary_cross_entropy_with_logits(logits, (observed == 1).float(), reduction="none")
+        kept = out.loss * logits.numel()  # LL-R: the sum of the kept entries
+        result[name] = {"loss_sum": float(kept), "all": float(matrix.sum()),
+                        "corrections": None if out.corrections is None else out.corrections.tolist()}
+    torch.manual_seed(0)  # the same initial estimates on every rank
+    role = create_loss("role", expected_num_pos=1.5)
+    role.bind_dataset(8, 5, case["observed"], 3)
+    role.bind_collective(ProcessGroupCollective(ctx))
+    role(logits, observed, index).loss.backward()
+    role.sync_gradients()
+    result["role_grad"] = role.label_logits.grad.tolist()
+    apl = create_loss("em-apl", alpha=0.1, beta=0.5, warmup_epochs=1)
+    apl.bind_dataset(8, 5, case["observed"], 3)
+    apl.bind_collective(ProcessGroupCollective(ctx))
+    apl.on_epoch_start(1)
+    apl(logits, observed, index)
+    apl.on_epoch_end(1)
+    result["apl_mask"] = apl.pseudo_mask.tolist()
+    result["apl_probs"] = apl.last_probs.tolist()
+    Path(out_dir, f"state{rank}.json").write_text(json.dumps(result))
+    dist.destroy_process_group()
+
+
+def test_loss_state_spans_both_ranks_like_one_process_on_the_global_batch(tmp_path):
+    from pamc.losses import create_loss
+
+    mp.spawn(_state_worker, args=(2, str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True)
+    ranks = [json.loads((tmp_path / f"state{r}.json").read_text()) for r in range(2)]
+    case = _loss_case()
+    # LL: one process on the global batch selects k = ceil(40 * 0.3) = 12 entries in all
+    for name in ("ll-r", "ll-cp"):
+        single = create_loss(name, delta_rel=30.0)
+        single.on_epoch_start(2)
+        out = single(case["logits"], case["observed"], case["index"])
+        if name == "ll-cp":
+            both = torch.tensor(ranks[0][name]["corrections"] + ranks[1][name]["corrections"])
+            assert torch.equal(both, out.corrections)
+            assert int(both.sum()) == 12 and int(both[:4].sum()) != 6  # not 6 per rank
+        else:
+            total = ranks[0][name]["loss_sum"] + ranks[1][name]["loss_sum"]
+            assert total == pytest.approx(float(out.loss) * 40, rel=1e-6)
+    # ROLE: every rank holds the mean of the ranks' gradients (each nonzero on its own rows)
+    expected = torch.zeros(8, 5)
+    for rank in range(2):
+        torch.manual_seed(0)
+        role = create_loss("role", expected_num_pos=1.5)
+        role.bind_dataset(8, 5, case["observed"], 3)
+        mine = slice(4 * rank, 4 * rank + 4)
+        role(case["logits"][mine], case["observed"][mine], case["index"][mine]).loss.backward()
+        expected += role.label_logits.grad / 2
+    for res in ranks:
+        torch.testing.assert_close(torch.tensor(res["role_grad"]), expected, rtol=1e-6, atol=1e-8)
+    # APL: pseudo-labels from every image's prediction, as in one process
+    single = create_loss("em-apl", alpha=0.1, beta=0.5, warmup_epochs=1)
+    single.bind_dataset(8, 5, case["observed"], 3)
+    single.on_epoch_start(1)
+    single(case["logits"], case["observed"], case["index"])
+    single.on_epoch_end(1)
+    assert single.pseudo_mask.any()
+    for res in ranks:
+        assert torch.equal(torch.tensor(res["apl_mask"]), single.pseudo_mask)
+        torch.testing.assert_close(torch.tensor(res["apl_probs"]), single.last_probs)
 
 
 @pytest.mark.slow

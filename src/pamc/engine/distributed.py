@@ -158,6 +158,45 @@ def wrap_ddp(model: nn.Module, device: torch.device, ctx: DistContext) -> nn.Mod
     return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 
+def all_gather_rows(x: Tensor, ctx: DistContext) -> tuple[Tensor, int]:
+    """All ranks' ``x`` concatenated along dim 0 in rank order, on the CPU, and the row at which
+    this rank's part starts. Row counts may differ between ranks (the tensors are padded for
+    the exchange); the trailing shape and dtype must agree."""
+    local = x.detach().to("cpu").contiguous()
+    if not ctx.enabled:
+        return local, 0
+    count = torch.tensor([local.shape[0]], dtype=torch.int64)
+    counts = [torch.zeros_like(count) for _ in range(ctx.world_size)]
+    dist.all_gather(counts, count, group=ctx.cpu_group)
+    sizes = [int(c) for c in counts]
+    padded = torch.zeros((max(sizes), *local.shape[1:]), dtype=local.dtype)
+    padded[: local.shape[0]] = local
+    gathered = [torch.empty_like(padded) for _ in range(ctx.world_size)]
+    dist.all_gather(gathered, padded, group=ctx.cpu_group)
+    return torch.cat([g[:n] for g, n in zip(gathered, sizes)]), sum(sizes[: ctx.rank])
+
+
+@dataclass(frozen=True)
+class ProcessGroupCollective:
+    """The :class:`pamc.losses.base.Collective` of a torchrun job, over its gloo CPU group."""
+
+    ctx: DistContext
+
+    @property
+    def world_size(self) -> int:
+        return self.ctx.world_size
+
+    def all_gather_rows(self, x: Tensor) -> tuple[Tensor, int]:
+        return all_gather_rows(x, self.ctx)
+
+    def all_reduce_sum_(self, x: Tensor) -> Tensor:
+        on_cpu = x if x.device.type == "cpu" else x.detach().cpu()
+        dist.all_reduce(on_cpu, group=self.ctx.cpu_group)
+        if on_cpu is not x:
+            x.copy_(on_cpu)
+        return x
+
+
 def sync_label_updates(rows: Tensor, cols: Tensor, ctx: DistContext) -> tuple[Tensor, Tensor]:
     """All ranks' label-store updates ``(rows, cols)``, concatenated in rank order.
 
@@ -166,16 +205,8 @@ def sync_label_updates(rows: Tensor, cols: Tensor, ctx: DistContext) -> tuple[Te
     """
     if not ctx.enabled:
         return rows, cols
-    local = torch.stack([rows.reshape(-1), cols.reshape(-1)], dim=1).to(device="cpu", dtype=torch.int64)
-    count = torch.tensor([local.shape[0]], dtype=torch.int64)
-    counts = [torch.zeros_like(count) for _ in range(ctx.world_size)]
-    dist.all_gather(counts, count, group=ctx.cpu_group)
-    sizes = [int(c) for c in counts]
-    padded = torch.zeros((max(sizes), 2), dtype=torch.int64)
-    padded[: local.shape[0]] = local
-    gathered = [torch.empty_like(padded) for _ in range(ctx.world_size)]
-    dist.all_gather(gathered, padded, group=ctx.cpu_group)
-    merged = torch.cat([g[:n] for g, n in zip(gathered, sizes)])
+    local = torch.stack([rows.reshape(-1), cols.reshape(-1)], dim=1).to(dtype=torch.int64)
+    merged, _ = all_gather_rows(local, ctx)
     return merged[:, 0], merged[:, 1]
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -68,13 +68,22 @@ class Precision:
             return x.contiguous(memory_format=torch.channels_last)
         return x
 
-    def backward_step(self, loss: Tensor, optimizer: torch.optim.Optimizer) -> None:
-        """``loss.backward()`` and ``optimizer.step()``, through the grad scaler in fp16."""
+    def backward_step(self, loss: Tensor, optimizer: torch.optim.Optimizer,
+                      before_step: Callable[[], None] | None = None) -> None:
+        """``loss.backward()`` and ``optimizer.step()``, through the grad scaler in fp16.
+
+        ``before_step`` runs between the two (on the scaled gradients in fp16; it must be
+        linear in them, like an average over ranks).
+        """
         if self.scaler is None:
             loss.backward()
+            if before_step is not None:
+                before_step()
             optimizer.step()
             return
         self.scaler.scale(loss).backward()
+        if before_step is not None:
+            before_step()
         self.scaler.step(optimizer)
         self.scaler.update()
 

@@ -36,9 +36,9 @@ from pamc.engine.resume import (
 )
 from pamc.engine.rundir import discard_on_failure, first_missing_ancestor
 from pamc.engine.distributed import (
-    SINGLE_PROCESS, DistContext, ShardedLoader, all_gather_objects, all_reduce_sum, broadcast_module_state,
-    cleanup_distributed, eval_shard, evaluate_gathered, init_distributed, label_store_digest, local_batch_size,
-    run_on_main, sync_label_updates, wrap_ddp,
+    SINGLE_PROCESS, DistContext, ProcessGroupCollective, ShardedLoader, all_gather_objects, all_reduce_sum,
+    broadcast_module_state, cleanup_distributed, eval_shard, evaluate_gathered, init_distributed,
+    label_store_digest, local_batch_size, run_on_main, sync_label_updates, wrap_ddp,
 )
 from pamc.engine.frozen import backbone_frozen_in, cache_frozen_features, freeze_backbone_for_epoch
 from pamc.engine.precision import Precision, eval_autocast, maybe_compile
@@ -137,7 +137,7 @@ def train_one_epoch(
             progress.skipped += 1
         else:
             optimizer.zero_grad(set_to_none=True)
-            precision.backward_step(out.loss, optimizer)
+            precision.backward_step(out.loss, optimizer, before_step=criterion.sync_gradients)
             if out.corrections is not None:
                 rows, cols = torch.nonzero(out.corrections, as_tuple=True)
                 rows, cols = sync_label_updates(batch.index[rows.cpu()], cols.cpu(), dist_ctx)
@@ -300,6 +300,8 @@ def fit(
         raise PamcError(f"{cfg.method.name} trains the head alone for {criterion.linear_init_epochs} epochs; "
                         f"train.epochs ({cfg.train.epochs}) must be larger (or set method.params.linear_init_epochs)")
     criterion.to(device)
+    if dist_ctx.enabled:  # LL's top-k, ROLE's estimates and APL's predictions span all ranks
+        criterion.bind_collective(ProcessGroupCollective(dist_ctx))
     generator = torch.Generator().manual_seed(cfg.train.seed + dist_ctx.rank)
     # the batch is written in the model's memory format into one reused buffer (see DeviceTransform)
     transform = DeviceTransform(device, generator=generator, channels_last=precision.channels_last,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +25,24 @@ class LossOutput(NamedTuple):
     corrections: Tensor | None = None
 
 
+class Collective(Protocol):
+    """Cross-process operations for losses trained data-parallel (see ``pamc.engine.distributed``).
+
+    Every rank must make the same calls in the same order.
+    """
+
+    world_size: int
+
+    def all_gather_rows(self, x: Tensor) -> tuple[Tensor, int]:
+        """All ranks' ``x`` concatenated along dim 0 in rank order (on the CPU), and the row at
+        which this rank's ``x`` starts; the ranks' row counts may differ."""
+        ...
+
+    def all_reduce_sum_(self, x: Tensor) -> Tensor:
+        """Sum ``x`` over the ranks, in place; returns ``x``."""
+        ...
+
+
 class PartialLabelLoss(nn.Module):
     """Base class of the losses trained on partially observed labels.
 
@@ -37,6 +55,8 @@ class PartialLabelLoss(nn.Module):
     uses_full_labels: bool = False
     #: epochs at the start of training in which only the head learns (backbone frozen); see role-li
     linear_init_epochs: int = 0
+    #: set by :meth:`bind_collective` when the engine trains data-parallel; None in one process
+    collective: Collective | None = None
 
     def __init__(self) -> None:  # hides nn.Module's *args/**kwargs from create_loss
         super().__init__()
@@ -49,6 +69,17 @@ class PartialLabelLoss(nn.Module):
 
     def on_epoch_end(self, epoch: int) -> None:
         """Called after each training epoch (1-based)."""
+
+    def bind_collective(self, collective: Collective | None) -> None:
+        """Called by the engine before training data-parallel, so that state that depends on the
+        whole batch or on every image (LL's top-k, ROLE's estimates, APL's predictions) is the
+        same on every rank and equal to one process training on the global batch."""
+        self.collective = collective
+
+    def sync_gradients(self) -> None:
+        """Called by the engine between ``backward()`` and ``optimizer.step()``: a loss with
+        parameters of its own averages their gradients over the ranks here (DDP does this only
+        for the model's)."""
 
     def bind_dataset(self, num_samples: int, num_classes: int, observed: Tensor, num_epochs: int) -> None:
         """Called once by the engine before the optimizer is built.

@@ -130,7 +130,20 @@ class EntropyMaximizationAPL(EntropyMaximization):
         if self.seen is not None:
             self.seen.zero_()
 
+    def _merge_ranks(self) -> None:
+        """Data-parallel: every rank takes the predictions of the images any rank saw this
+        epoch (averaged where the sampler's padding showed an image to two ranks)."""
+        if self.collective is None or self.seen is None:
+            return
+        seen = self.seen.to(torch.float32)
+        total = self.collective.all_reduce_sum_(self.last_probs * seen[:, None])
+        count = self.collective.all_reduce_sum_(seen.clone())
+        merged = count > 0
+        self.last_probs[merged] = total[merged] / count[merged, None]
+        self.seen.copy_(merged)
+
     def on_epoch_end(self, epoch: int) -> None:
+        self._merge_ranks()
         if epoch < self.warmup_epochs or self.pseudo_mask is None:
             return
         quota = self.per_epoch_quota()

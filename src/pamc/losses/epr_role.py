@@ -84,6 +84,7 @@ class ROLE(PartialLabelLoss):
                               "positives per image; known datasets get it from pamc.losses.defaults)")
         self.expected_num_pos = check_positive_number("expected_num_pos", expected_num_pos)
         self.register_parameter("label_logits", None)
+        self._last_index: Tensor | None = None
 
     def bind_dataset(self, num_samples: int, num_classes: int, observed: Tensor, num_epochs: int) -> None:
         if tuple(observed.shape) != (num_samples, num_classes):
@@ -101,10 +102,24 @@ class ROLE(PartialLabelLoss):
             raise RuntimeError("role: bind_dataset() must be called before training")
         return torch.sigmoid(self.label_logits[index])
 
+    def sync_gradients(self) -> None:
+        """Data-parallel: each rank's gradient of ``theta`` is nonzero only in its batch's rows;
+        the ranks exchange those rows and every rank sets the gradient to their sum divided by
+        the number of ranks (the mean DDP takes of the model's gradients)."""
+        grad = None if self.label_logits is None else self.label_logits.grad
+        if self.collective is None or grad is None or self._last_index is None:
+            return
+        rows = torch.unique(self._last_index.to(grad.device))
+        all_rows, _ = self.collective.all_gather_rows(rows.cpu())
+        all_values, _ = self.collective.all_gather_rows(grad[rows].cpu())
+        grad[rows] = 0
+        grad.index_add_(0, all_rows.to(grad.device), all_values.to(grad) / self.collective.world_size)
+
     def forward(self, logits: Tensor, observed: Tensor, index: Tensor) -> LossOutput:
         check_shapes(logits, observed, index)
         if self.label_logits is None:
             raise RuntimeError("role: bind_dataset() must be called before training")
+        self._last_index = index.detach() if self.training else None
         theta = self.label_logits[index.to(self.label_logits.device)]
         p, e = torch.sigmoid(logits), torch.sigmoid(theta)
         obs = 0.5 * (_observed_terms(logits, observed) + _observed_terms(theta, observed))

@@ -48,6 +48,9 @@ class LargeLoss(PartialLabelLoss):
     LL-Cp, clipped to the number of unobserved entries. The loss is the mean over all B*C
     entries of the modified loss matrix.
 
+    Trained data-parallel (:meth:`bind_collective`), ``B`` is the global batch and the top-k
+    is taken over all ranks' entries.
+
     One public implementation compares the scheme string with ``is``, which is always False,
     so its LL-Cp correction never runs. Here LL-Cp returns the corrected entries explicitly
     in :attr:`LossOutput.corrections`, and the engine writes them into the label store.
@@ -78,6 +81,24 @@ class LargeLoss(PartialLabelLoss):
             return selection_size(num_entries, self.delta_rel / 100)
         return selection_size(num_entries, 1.0 - clean_rate)
 
+    def _select(self, candidates: Tensor, clean_rate: float) -> Tensor:
+        """Mask of the ``k`` largest finite ``candidates`` (observed entries are -inf).
+
+        Data-parallel, the top-k runs over the global batch: every rank gathers all ranks'
+        candidates, selects from them identically and keeps its own part, so ``k`` and the
+        selection equal one process training on the global batch.
+        """
+        pool, offset = candidates, 0
+        if self.collective is not None:
+            pool, offset = self.collective.all_gather_rows(candidates.float())
+        k = min(self._num_selected(pool.numel(), clean_rate), int((pool != -math.inf).sum()))
+        selected = torch.zeros(candidates.shape, dtype=torch.bool, device=candidates.device)
+        if k > 0:
+            top = torch.topk(pool, k).indices
+            mine = top[(top >= offset) & (top < offset + candidates.numel())] - offset
+            selected[mine.to(selected.device)] = True
+        return selected
+
     def forward(self, logits: Tensor, observed: Tensor, index: Tensor) -> LossOutput:
         check_shapes(logits, observed, index)
         loss_matrix = assume_negative_loss_matrix(logits, observed)
@@ -87,12 +108,8 @@ class LargeLoss(PartialLabelLoss):
 
         with torch.no_grad():
             unobserved = observed == 0
-            k = min(self._num_selected(loss_matrix.numel(), clean_rate), int(unobserved.sum()))
-            selected = torch.zeros_like(unobserved)
-            if k > 0:
-                candidates = loss_matrix.detach().masked_fill(~unobserved, -math.inf)
-                top = torch.topk(candidates.flatten(), k).indices
-                selected.view(-1)[top] = True
+            candidates = loss_matrix.detach().masked_fill(~unobserved, -math.inf).flatten()
+            selected = self._select(candidates, clean_rate).view_as(unobserved)
 
         if self.mode is LargeLossMode.REJECT:
             loss_matrix = loss_matrix.masked_fill(selected, 0.0)
