@@ -10,9 +10,11 @@ repeat; the script prints each arm's median images/s and its ratio to the refere
 * ``reference``: what the public implementations do: a ``torch.utils.data.DataLoader`` over a
   Dataset that opens each JPEG with PIL, resizes it, flips it and normalises it per sample;
   default collation into a contiguous fp32 batch; fp32 forward/backward; no compile.
-* ``pamc``: pamc's defaults (``TrainConfig()``: uint8 image cache decoded once, ArrayLoader
-  batches gathered by index, DeviceTransform converting, flipping and normalising the whole
-  batch, channels_last, ``amp=auto`` which is fp32 on CPU) through ``train_one_epoch``.
+* ``pamc``: pamc's defaults (``TrainConfig()``: the uint8 image cache decoded once
+  (``open_or_build_cache``), ArrayLoader batches gathered by index, DeviceTransform converting,
+  flipping and normalising the whole batch into one reused channels_last buffer as ``fit``
+  sets it up, channels_last model, ``amp=auto`` which is fp32 on CPU) through
+  ``train_one_epoch``.
 * ``pamc-bf16``: the same with ``train.amp=bf16`` (fast on CPUs with AVX512-BF16/AMX).
 * ``pamc-nchw``: pamc's data path with ``channels_last=false``, to separate the two effects.
 
@@ -41,6 +43,7 @@ from PIL import Image
 
 from pamc.config import TrainConfig
 from pamc.data import ArrayLoader, DeviceTransform, LabelStore, Split, make_scenes
+from pamc.data.image_cache import ImageRows, open_or_build_cache
 from pamc.data.loader import IMAGENET_MEAN, IMAGENET_STD
 from pamc.engine import train_one_epoch
 from pamc.engine.precision import Precision
@@ -85,15 +88,6 @@ def write_jpegs(folder: Path, count: int, width: int, height: int, seed: int) ->
     return files, labels
 
 
-def build_cache(files: list[Path], size: int) -> np.ndarray:
-    """Decode and resize every image once into a uint8 (N, 3, H, W) array."""
-    out = np.empty((len(files), 3, size, size), dtype=np.uint8)
-    for i, f in enumerate(files):
-        with Image.open(f) as im:
-            out[i] = np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR)).transpose(2, 0, 1)
-    return out
-
-
 def run_reference(model: torch.nn.Module, dataset: JpegDataset, batch_size: int, steps: int, warmup: int
                   ) -> tuple[float, float]:
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=0, drop_last=True)
@@ -122,7 +116,8 @@ def run_pamc(model: torch.nn.Module, split: Split, cfg: TrainConfig, batch_size:
     precision.prepare_model(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-5)
     criterion = create_loss("an")
-    transform = DeviceTransform(device, generator=torch.Generator().manual_seed(0))
+    transform = DeviceTransform(device, generator=torch.Generator().manual_seed(0),  # as pamc.engine.trainer.fit
+                                channels_last=precision.channels_last, reuse_output=True)
     n = batch_size
     warm = ArrayLoader(split, n, shuffle=True, seed=1, indices=np.arange(warmup * n))
     timed = ArrayLoader(split, n, shuffle=True, seed=2, indices=np.arange(steps * n))
@@ -164,11 +159,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         files, labels = write_jpegs(Path(tmp), count, width, height, seed=0)
         start = time.perf_counter()
-        cache = build_cache(files, args.image_size)
+        cache = open_or_build_cache(tmp, [f.name for f in files], args.image_size, Path(tmp) / "cache", workers=1)
         cache_s = time.perf_counter() - start
         print(f"pamc uint8 cache: {count} images decoded once in {cache_s:.2f} s "
               f"({count / cache_s:.0f} images/s, not counted below)")
-        split = Split(cache, None, LabelStore(labels))
+        split = Split(ImageRows(cache.array, np.arange(count)), None, LabelStore(labels))
         dataset = JpegDataset(files, labels, args.image_size, seed=0)
         torch.manual_seed(0)
         initial = build_model(args.backbone, NUM_CLASSES).state_dict()
