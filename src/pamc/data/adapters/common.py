@@ -184,10 +184,15 @@ def default_cache_dir(cfg: DataConfig, root: Path) -> Path:
     return (root.parent if root.is_file() else root) / ".pamc-cache"
 
 
+def observed_labels_file(full: np.ndarray, cfg: DataConfig, cache_dir: Path) -> Path:
+    """Where :func:`observed_pool_labels` keeps the observed labels of ``full`` under ``cfg``."""
+    key = _digest(np.ascontiguousarray(full).tobytes(), list(full.shape), cfg.num_pos, cfg.num_neg, cfg.obs_seed)
+    return cache_dir / f"observed-{cfg.num_pos}pos-{cfg.num_neg}neg-seed{cfg.obs_seed}-{key}.npz"
+
+
 def observed_pool_labels(full: np.ndarray, cfg: DataConfig, cache_dir: Path) -> np.ndarray:
     """``observe(full, num_pos, num_neg, obs_seed)``, cached in ``cache_dir`` and reused."""
-    key = _digest(np.ascontiguousarray(full).tobytes(), list(full.shape), cfg.num_pos, cfg.num_neg, cfg.obs_seed)
-    path = cache_dir / f"observed-{cfg.num_pos}pos-{cfg.num_neg}neg-seed{cfg.obs_seed}-{key}.npz"
+    path = observed_labels_file(full, cfg, cache_dir)
     if path.is_file():
         with np.load(path) as f:
             observed = np.zeros(full.shape, dtype=np.int8)
