@@ -6,10 +6,13 @@ from pamc.evaluation.metrics import (
     group_mean_average_precision,
     mean_average_precision,
 )
+from pamc.evaluation.sparse import AnnotatedScores, sparse_average_precision
 
 __all__ = [
     "MultiLabelEvaluator",
     "average_precision",
     "group_mean_average_precision",
     "mean_average_precision",
+    "AnnotatedScores",
+    "sparse_average_precision",
 ]

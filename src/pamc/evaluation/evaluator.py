@@ -8,6 +8,7 @@ import numpy as np
 from torch import Tensor
 
 from pamc.evaluation.metrics import average_precision, group_average_precision
+from pamc.evaluation.sparse import AnnotatedScores
 
 
 def _owned_copy(x: Tensor | np.ndarray, dtype: type, name: str, num_classes: int) -> np.ndarray:
@@ -26,7 +27,10 @@ class MultiLabelEvaluator:
 
     Scores are kept as float32 and labels as int8 (pamc convention: +1, -1, 0 unobserved), so
     an evaluation set costs 5 bytes per entry. With ``ignore_unobserved`` the entries labelled
-    0 are left out of each class's ranking (OpenImages). With ``class_frequency`` (training
+    0 are left out of each class's ranking (OpenImages), and only the annotated entries of each
+    batch are kept (:class:`~pamc.evaluation.sparse.AnnotatedScores`, about 7 bytes per
+    annotation, no (N, C) matrix); the AP is the same as the dense computation's. With
+    ``class_frequency`` (training
     positives per class) ``evaluate`` also reports the mAP of ``num_groups`` groups of classes
     of rising frequency, rarest first (OpenImages table).
     """
@@ -55,14 +59,22 @@ class MultiLabelEvaluator:
         self.num_groups = num_groups
         self._scores: list[np.ndarray] = []
         self._labels: list[np.ndarray] = []
+        self._annotated = AnnotatedScores(num_classes) if ignore_unobserved else None
+        self._num_batches = 0
 
     def reset(self) -> None:
         """Forget every processed batch, ready for a new pass."""
         self._scores.clear()
         self._labels.clear()
+        self._annotated = AnnotatedScores(self.num_classes) if self.ignore_unobserved else None
+        self._num_batches = 0
 
     def process(self, scores: Tensor | np.ndarray, labels: Tensor | np.ndarray) -> None:
         """Record one batch: scores (B, C), any monotone score such as logits or probabilities."""
+        self._num_batches += 1
+        if self._annotated is not None:
+            self._annotated.add(scores, labels)  # copies the annotated entries only
+            return
         scores = _owned_copy(scores, np.float32, "scores", self.num_classes)
         labels = _owned_copy(labels, np.int8, "labels", self.num_classes)
         if scores.shape != labels.shape:
@@ -74,24 +86,34 @@ class MultiLabelEvaluator:
         """Append the batches recorded by ``other`` (e.g. another rank's shard), without copying."""
         if other.num_classes != self.num_classes:
             raise ValueError(f"cannot merge {other.num_classes} classes into {self.num_classes}")
+        if other.ignore_unobserved != self.ignore_unobserved:
+            raise ValueError("cannot merge an evaluator that ignores unobserved entries with one that does not")
+        self._num_batches += other._num_batches
+        if self._annotated is not None and other._annotated is not None:
+            self._annotated.extend(other._annotated)
+            return
         self._scores.extend(other._scores)
         self._labels.extend(other._labels)
 
     @property
     def num_samples(self) -> int:
+        if self._annotated is not None:
+            return self._annotated.num_samples
         return sum(len(batch) for batch in self._scores)
 
     def evaluate(self) -> dict[str, Any]:
         """mAP and per-class AP in percent (0-100), sample count and optional group mAPs."""
-        if not self._scores:
+        if not self._num_batches:
             raise ValueError("evaluate() called before any batch was processed")
-        scores = np.concatenate(self._scores)
-        labels = np.concatenate(self._labels)
-        ap = average_precision(scores, labels, ignore_unobserved=self.ignore_unobserved)
+        if self._annotated is not None:
+            ap = self._annotated.average_precision()
+        else:
+            ap = average_precision(np.concatenate(self._scores), np.concatenate(self._labels),
+                                   ignore_unobserved=self.ignore_unobserved)
         result: dict[str, Any] = {
             "map": float(ap.mean() * 100.0),
             "ap": (ap * 100.0).tolist(),
-            "num_samples": int(scores.shape[0]),
+            "num_samples": self.num_samples,
         }
         if self.class_frequency is not None:
             groups = group_average_precision(ap, self.class_frequency, self.num_groups)
