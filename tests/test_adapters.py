@@ -210,11 +210,13 @@ def test_openimages_partial_labels_and_group_frequency(tmp_path):
     bundle = build_dataset(cfg_for("openimages-v3", tmp_path / "oi", tmp_path, label_store="sparse"))
     assert bundle.partial_test_labels and bundle.num_classes == 12
     assert bundle.class_names[0] == "Thing, kind 0"
-    assert np.array_equal(bundle.test.full, truth["test"][1])  # untrainable label ignored, 0 = unannotated
+    # untrainable label ignored, 0 = unannotated; val/test ground truth stays in the sparse store
+    assert isinstance(bundle.test.full, SparseLabelStore) and isinstance(bundle.val.full, SparseLabelStore)
+    assert np.array_equal(bundle.test.full_rows(np.arange(len(bundle.test))), truth["test"][1])
     assert isinstance(bundle.train.observed, SparseLabelStore) and bundle.train.full is None
     # observed = the real partial labels, split 80/20; frequency counts the training positives
     pool = truth["train"][1]
-    both = np.concatenate([bundle.train.observed.to_numpy(), bundle.val.full])
+    both = np.concatenate([bundle.train.observed.to_numpy(), bundle.val.full_rows(np.arange(len(bundle.val)))])
     assert sorted(map(tuple, both.tolist())) == sorted(map(tuple, pool.tolist()))
     assert bundle.class_frequency.tolist() == (bundle.train.observed.to_numpy() == 1).sum(0).tolist()
     batch = next(iter(ArrayLoader(bundle.train, 8)))

@@ -113,3 +113,39 @@ def test_annotated_scores_copy_their_input() -> None:
     assert store.average_precision().tolist() == [1.0, 1.0]
     with pytest.raises(ValueError, match=r"\(B, 2\)"):
         store.add(np.zeros((2, 3)), np.zeros((2, 3)))
+
+
+def test_openimages_val_and_test_stay_sparse_and_evaluate_as_the_dense_labels(tmp_path) -> None:
+    import json
+
+    from dataset_fixtures import make_openimages
+    from pamc.config import load_config
+    from pamc.data import ArrayLoader, DeviceTransform, SparseLabelStore, build_dataset
+    from pamc.engine import fit, load_checkpoint, restore_model
+    from pamc.engine.trainer import predict
+
+    truth = make_openimages(tmp_path / "oi", n_train=40, n_test=30)["test"][1]
+    results = {}
+    for mode in ("sparse", "dense"):
+        cfg = load_config(None, {
+            "data.dataset": "openimages-v3", "data.root": str(tmp_path / "oi"), "data.image_size": 32,
+            "data.cache_dir": str(tmp_path / "c"), "data.label_store": mode, "model.backbone": "smallcnn",
+            "train.epochs": 1, "train.batch_size": 8, "train.deterministic": True, "output_dir": str(tmp_path / mode),
+        })
+        bundle = build_dataset(cfg.data)
+        if mode == "sparse":
+            assert isinstance(bundle.val.full, SparseLabelStore) and bundle.val.full is bundle.val.observed
+            assert isinstance(bundle.test.full, SparseLabelStore) and bundle.test.full is bundle.test.observed
+            assert np.array_equal(bundle.test.full_rows(np.arange(len(truth))), truth)
+        else:
+            assert isinstance(bundle.test.full, np.ndarray)
+        fit(cfg, dataset=bundle, callbacks=())
+        results[mode] = json.loads((tmp_path / mode / "test_results.json").read_text())
+    assert results["sparse"]["test_ap"] == results["dense"]["test_ap"]
+    assert results["sparse"]["test_group_map"] == results["dense"]["test_group_map"]
+    # and both equal the dense ignore_unobserved AP of the best model's test scores
+    path = tmp_path / "sparse" / "best.safetensors"
+    model = restore_model(load_checkpoint(path), path)
+    scores = predict(model, ArrayLoader(bundle.test, 64), DeviceTransform(torch.device("cpu")))
+    dense = average_precision(scores, truth, ignore_unobserved=True) * 100
+    np.testing.assert_allclose(list(results["sparse"]["test_ap"].values()), dense, rtol=0, atol=1e-9)

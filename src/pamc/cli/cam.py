@@ -68,8 +68,9 @@ class Cam:
             labels = [f"{args.dataset_split} #{i}" for i in range(n)]
             files = [f"{args.dataset_split}_{i:05d}.png" for i in range(n)]
             boxes = split.boxes[split.boxes[:, 0] < n]
-            truth = [[names[c] for c in np.flatnonzero(split.full[i] == 1)] for i in range(n)] \
-                if split.full is not None else [[] for _ in range(n)]
+            full = split.full_rows(np.arange(n))
+            truth = [[names[c] for c in np.flatnonzero(row == 1)] for row in full] \
+                if full is not None else [[] for _ in range(n)]
         else:
             inputs, displays = load_image_files(args.images, trained.image_size)
             labels = [str(p) for p in args.images]

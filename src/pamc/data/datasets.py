@@ -8,7 +8,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pamc.config import DataConfig
+import torch
+
 from pamc.data.labels import LabelStore, observe
+from pamc.data.sparse_labels import SparseLabelStore
 from pamc.data.synthetic import make_scenes
 from pamc.errors import DataError
 from pamc.registry import Registry
@@ -23,18 +26,27 @@ class Split:
     ``images`` is an array or an :class:`~pamc.data.image_cache.ImageRows` view of the image
     cache (a memory map read by batch). ``observed`` is a dense or sparse label store.
 
-    ``full`` is the ground truth (+1/-1, or 0 where a test set is only partly annotated);
-    ``observed`` is what training may use. ``boxes`` rows are
-    ``(row, class, x0, y0, x1, y1)`` with ``row`` indexing this split.
+    ``full`` is the ground truth (+1/-1, or 0 where a test set is only partly annotated), a
+    dense matrix or, for large partly annotated sets (OpenImages val/test), a label store;
+    read it by rows with :meth:`full_rows`. ``observed`` is what training may use. ``boxes``
+    rows are ``(row, class, x0, y0, x1, y1)`` with ``row`` indexing this split.
     """
 
     images: np.ndarray
-    full: np.ndarray | None
-    observed: LabelStore
+    full: np.ndarray | LabelStore | SparseLabelStore | None
+    observed: LabelStore | SparseLabelStore
     boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 6), dtype=np.int64))
 
     def __len__(self) -> int:
         return len(self.observed)
+
+    def full_rows(self, index: np.ndarray | torch.Tensor) -> np.ndarray | None:
+        """Dense int8 ground-truth rows for the split indices ``index`` (None without ``full``)."""
+        if self.full is None:
+            return None
+        if isinstance(self.full, np.ndarray):
+            return np.asarray(self.full[np.asarray(index)], dtype=np.int8)
+        return self.full.get(torch.as_tensor(np.asarray(index), dtype=torch.long)).numpy()
 
 
 @dataclass

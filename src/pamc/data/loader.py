@@ -48,7 +48,8 @@ class ArrayLoader:
             self._images = torch.from_numpy(np.ascontiguousarray(split.images))
         else:  # an ImageRows view of the image cache: rows are read per batch
             self._images = split.images
-        self._full = None if split.full is None else torch.from_numpy(np.asarray(split.full, dtype=np.int8))
+        full = split.full
+        self._full = torch.from_numpy(np.asarray(full, dtype=np.int8)) if isinstance(full, np.ndarray) else full
 
     def __len__(self) -> int:
         return -(-len(self.indices) // self.batch_size)
@@ -66,9 +67,15 @@ class ArrayLoader:
             yield Batch(
                 images=self._images[idx],
                 observed=self.split.observed.get(idx),
-                full=None if self._full is None else self._full[idx],
+                full=self._full_rows(idx),
                 index=idx,
             )
+
+
+    def _full_rows(self, idx: torch.Tensor) -> torch.Tensor | None:
+        if isinstance(self._full, torch.Tensor):
+            return self._full[idx]
+        return None if self._full is None else self._full.get(idx)  # a (sparse) label store
 
 
 class DeviceTransform:

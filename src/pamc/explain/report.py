@@ -45,7 +45,7 @@ def gap_report(
     if data.full is None:
         raise PamcError(f"the {split} split has no ground-truth labels")
     n = len(data) if limit is None else min(limit, len(data))
-    images, labels = data.images[:n], np.asarray(data.full[:n])
+    images, labels = data.images[:n], data.full_rows(np.arange(n))
     rows, classes = np.nonzero(labels == 1)
     if len(rows) == 0:
         raise PamcError("no positive labels among the chosen images")

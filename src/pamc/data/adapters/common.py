@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_IMAGE_SIZE = 448
 INDEX_FORMAT = 1
+Store = LabelStore | SparseLabelStore
 
 
 @dataclass
@@ -241,6 +242,10 @@ def assemble(parsed: ParsedDataset, cfg: DataConfig, progress=None) -> DatasetBu
     Observed labels are drawn once over the whole parsed training pool (so they do not depend
     on which images turn out unreadable), cached next to the image cache, then the unusable
     images are dropped and the pool is split 80/20 into train/val (``cfg.val_fraction``).
+
+    With real partial labels every split's labels go into one label store chosen by
+    ``cfg.label_store`` (sparse at OpenImages scale); a validation or test split's ground truth
+    is then that same store, so no dense (N, C) matrix is made.
     """
     cache_dir = default_cache_dir(cfg, Path(cfg.root).expanduser() if cfg.root else parsed.root)
     num_classes = len(parsed.class_names)
@@ -267,27 +272,38 @@ def assemble(parsed: ParsedDataset, cfg: DataConfig, progress=None) -> DatasetBu
     train_pos, val_pos = split_indices(len(rest_idx), cfg.val_fraction, cfg.split_seed)
     train_rows, val_rows = rest_idx[train_pos], rest_idx[val_pos]
 
-    def pool_split(rows: np.ndarray, dense_full: bool) -> Split:
+    def partial_labels(index: SplitIndex, evaluated: bool) -> tuple[np.ndarray | Store | None, Store]:
+        """(full, observed) of a split with real partial labels; see the docstring."""
+        store = make_label_store(index.rows, index.cols, index.values, (len(index), num_classes), cfg.label_store)
+        if isinstance(store, SparseLabelStore):
+            return (store if evaluated else None), store
+        return index.dense(num_classes), store
+
+    def pool_split(rows: np.ndarray, evaluated: bool) -> Split:
         sub = pool.subset(_mask(len(pool), rows))  # rows are ascending: the mask keeps their order
         if parsed.partial:
-            store = make_label_store(sub.rows, sub.cols, sub.values, (len(rows), num_classes), cfg.label_store)
-            full = sub.dense(num_classes) if dense_full or not isinstance(store, SparseLabelStore) else None
+            full, store = partial_labels(sub, evaluated)
         else:
             store = LabelStore(observed[rows])
             full = sub.dense(num_classes)
         return Split(ImageRows(pool_images.array, pool_images.rows[rows]), full, store,
                      subset_boxes(pool_boxes, rows))
 
-    train = pool_split(train_rows, dense_full=False)
-    val = pool_split(val_rows, dense_full=True)
+    def test_labels(index: SplitIndex) -> tuple[np.ndarray | Store, Store]:
+        if parsed.partial:
+            return partial_labels(index, evaluated=True)
+        full = index.dense(num_classes)
+        return full, LabelStore(full)
+
+    train = pool_split(train_rows, evaluated=False)
+    val = pool_split(val_rows, evaluated=True)
     if parsed.test_pool_fraction is not None:
-        held = pool.subset(_mask(len(pool), test_idx))
-        test_full = held.dense(num_classes)
-        test_split = Split(ImageRows(pool_images.array, pool_images.rows[test_idx]), test_full,
-                           LabelStore(test_full), subset_boxes(pool_boxes, test_idx))
+        test_full, test_store = test_labels(pool.subset(_mask(len(pool), test_idx)))
+        test_split = Split(ImageRows(pool_images.array, pool_images.rows[test_idx]), test_full, test_store,
+                           subset_boxes(pool_boxes, test_idx))
     else:
-        test_full = test.dense(num_classes)
-        test_split = Split(test_images, test_full, LabelStore(test_full), test_boxes)
+        test_full, test_store = test_labels(test)
+        test_split = Split(test_images, test_full, test_store, test_boxes)
     frequency = None
     if parsed.group_map:
         train_entry = _mask(len(pool), train_rows)[pool.rows] & (pool.values == 1)
