@@ -107,6 +107,13 @@ def _worker(rank: int, world: int, store_file: str, out_dir: str) -> None:
         if len(idx):
             evaluator.process(scores[idx], labels[idx])
     result["eval"] = evaluate_gathered(evaluator, ctx)
+    # the streamed path (ignore_unobserved keeps only annotated entries), with the group mAP
+    partial = np.where(rng.random((30, 4)) < 0.5, 0, labels).astype(np.int8)
+    sparse = MultiLabelEvaluator(4, ignore_unobserved=True, class_frequency=np.array([3, 1, 2, 0]), num_groups=2)
+    shard = eval_shard(30, ctx)
+    for start in range(0, len(shard), 4):
+        sparse.process(torch.from_numpy(scores[shard[start:start + 4]]), torch.from_numpy(partial[shard[start:start + 4]]))
+    result["sparse_eval"] = evaluate_gathered(sparse, ctx)
     # a user error on rank 0 reaches every rank
     try:
         run_on_main(lambda: (_ for _ in ()).throw(PamcError("output exists")), ctx)
@@ -135,6 +142,14 @@ def test_label_updates_and_metrics_are_synchronised_across_two_processes(tmp_pat
         assert res["eval"]["num_samples"] == 30
         np.testing.assert_allclose(res["eval"]["ap"], ap, atol=1e-9)
     assert results[0]["eval"] == results[1]["eval"]
+    partial = np.where(rng.random((30, 4)) < 0.5, 0, labels).astype(np.int8)
+    sparse_ap = average_precision(scores, partial, ignore_unobserved=True)
+    for res in results:
+        assert res["sparse_eval"]["num_samples"] == 30
+        np.testing.assert_allclose(res["sparse_eval"]["ap"], sparse_ap * 100, atol=1e-9)
+        np.testing.assert_allclose(res["sparse_eval"]["group_map"],
+                                   [100 * sparse_ap[[3, 1]].mean(), 100 * sparse_ap[[2, 0]].mean()], atol=1e-9)
+    assert results[0]["sparse_eval"] == results[1]["sparse_eval"]
 
 
 def _loss_case() -> dict[str, torch.Tensor]:
@@ -275,3 +290,29 @@ def test_evaluator_extend_merges_shards_without_copying():
     np.testing.assert_allclose(parts[0].evaluate()["ap"], average_precision(scores, labels) * 100, atol=1e-12)
     with pytest.raises(ValueError, match="merge"):
         parts[0].extend(MultiLabelEvaluator(4))
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_evaluate_openimages_over_the_sparse_labels(tmp_path):
+    """Sparse val/test labels, streamed evaluation, gathered over 2 ranks: the dense test AP."""
+    from dataset_fixtures import make_openimages
+    from pamc.data import ArrayLoader, DeviceTransform
+    from pamc.engine import load_checkpoint, restore_model
+    from pamc.engine.trainer import predict
+
+    truth = make_openimages(tmp_path / "oi", n_train=40, n_test=25)["test"][1]
+    flags = {"data.dataset": "openimages-v3", "data.root": str(tmp_path / "oi"), "data.image_size": 32,
+             "data.cache_dir": str(tmp_path / "c"), "data.label_store": "sparse"}
+    bundle = build_dataset(load_config(None, flags).data)  # builds the image cache once, before the ranks start
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
+    sets = [arg for key, value in flags.items() for arg in ("--set", f"{key}={value}")]
+    proc = run_torchrun(["-m", "pamc", "train", *sets, "--epochs", "2", "--batch-size", "8", "--no-progress",
+                         "--output-dir", str(run)], env, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((run / "test_results.json").read_text())
+    model = restore_model(load_checkpoint(run / "best.safetensors"), run / "best.safetensors")
+    scores = predict(model, ArrayLoader(bundle.test, 64), DeviceTransform(torch.device("cpu")))
+    ap = average_precision(scores, truth, ignore_unobserved=True)
+    np.testing.assert_allclose(list(results["test_ap"].values()), ap * 100, rtol=0, atol=1e-6)
+    assert len(results["test_group_map"]) == 5
