@@ -17,8 +17,9 @@ What is synchronised, and how:
 * gradients: :class:`~torch.nn.parallel.DistributedDataParallel` (mean over ranks);
 * label state: every label-store update (LL-Cp's permanent corrections) is all-gathered and
   applied on every rank in rank order, so all ranks hold the same corrected labels;
-* evaluation: each rank scores a disjoint shard; the float32/int8 chunks are gathered on rank
-  0, which computes the metrics and broadcasts them, so every rank sees the same mAP;
+* evaluation: each rank scores a disjoint shard; the float32/int8 chunks (with
+  ``ignore_unobserved``, only the annotated entries) are gathered on rank 0, which computes
+  the metrics and broadcasts them, so every rank sees the same mAP;
 * files: only rank 0 writes the run directory; other ranks get rank 0's best weights by
   broadcast, so no shared file system is needed.
 
