@@ -112,7 +112,8 @@ def _worker(rank: int, world: int, store_file: str, out_dir: str) -> None:
     sparse = MultiLabelEvaluator(4, ignore_unobserved=True, class_frequency=np.array([3, 1, 2, 0]), num_groups=2)
     shard = eval_shard(30, ctx)
     for start in range(0, len(shard), 4):
-        sparse.process(torch.from_numpy(scores[shard[start:start + 4]]), torch.from_numpy(partial[shard[start:start + 4]]))
+        rows = shard[start:start + 4]
+        sparse.process(torch.from_numpy(scores[rows]), torch.from_numpy(partial[rows]))
     result["sparse_eval"] = evaluate_gathered(sparse, ctx)
     # a user error on rank 0 reaches every rank
     try:

@@ -31,7 +31,8 @@ class Observe:
                        help=f"observed negatives per image (default {_DEFAULTS['num_neg']})")
         p.add_argument("--seed", type=int, default=_DEFAULTS["obs_seed"],
                        help=f"seed of the draw, data.obs_seed (default {_DEFAULTS['obs_seed']})")
-        p.add_argument("--voc-difficult", choices=["positive", "negative", "ignore"], default=_DEFAULTS["voc_difficult"])
+        p.add_argument("--voc-difficult", choices=["positive", "negative", "ignore"],
+                       default=_DEFAULTS["voc_difficult"], help="as in pamc prepare; must match training")
         p.set_defaults(run=Observe.run)
 
     @staticmethod
