@@ -41,6 +41,18 @@ def test_equals_the_dense_ignore_unobserved_ap(seed: int) -> None:
     assert sparse[3] == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_equals_scikit_learn_on_each_class_s_annotated_entries(seed: int) -> None:
+    sklearn_metrics = pytest.importorskip("sklearn.metrics")
+    scores, labels = partial_case(100 + seed)
+    sparse = sparse_average_precision(*entries(scores, labels), labels.shape[1])
+    for c in range(labels.shape[1]):
+        keep = labels[:, c] != 0
+        y = labels[keep, c] == 1
+        expected = sklearn_metrics.average_precision_score(y, scores[keep, c]) if y.any() else 0.0
+        assert sparse[c] == pytest.approx(expected, abs=1e-12)
+
+
 def test_entry_order_does_not_matter_and_float64_keeps_its_ties() -> None:
     scores, labels = partial_case(3)
     cols, values, positive = entries(scores.astype(np.float64) + 1e-12, labels)
