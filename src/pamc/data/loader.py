@@ -71,7 +71,6 @@ class ArrayLoader:
                 index=idx,
             )
 
-
     def _full_rows(self, idx: torch.Tensor) -> torch.Tensor | None:
         if isinstance(self._full, torch.Tensor):
             return self._full[idx]

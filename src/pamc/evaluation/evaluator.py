@@ -30,9 +30,8 @@ class MultiLabelEvaluator:
     0 are left out of each class's ranking (OpenImages), and only the annotated entries of each
     batch are kept (:class:`~pamc.evaluation.sparse.AnnotatedScores`, about 7 bytes per
     annotation, no (N, C) matrix); the AP is the same as the dense computation's. With
-    ``class_frequency`` (training
-    positives per class) ``evaluate`` also reports the mAP of ``num_groups`` groups of classes
-    of rising frequency, rarest first (OpenImages table).
+    ``class_frequency`` (training positives per class) ``evaluate`` also reports the mAP of
+    ``num_groups`` groups of classes of rising frequency, rarest first (OpenImages table).
     """
 
     def __init__(
@@ -71,16 +70,16 @@ class MultiLabelEvaluator:
 
     def process(self, scores: Tensor | np.ndarray, labels: Tensor | np.ndarray) -> None:
         """Record one batch: scores (B, C), any monotone score such as logits or probabilities."""
-        self._num_batches += 1
         if self._annotated is not None:
             self._annotated.add(scores, labels)  # copies the annotated entries only
-            return
-        scores = _owned_copy(scores, np.float32, "scores", self.num_classes)
-        labels = _owned_copy(labels, np.int8, "labels", self.num_classes)
-        if scores.shape != labels.shape:
-            raise ValueError(f"scores {scores.shape} and labels {labels.shape} differ in shape")
-        self._scores.append(scores)
-        self._labels.append(labels)
+        else:
+            scores = _owned_copy(scores, np.float32, "scores", self.num_classes)
+            labels = _owned_copy(labels, np.int8, "labels", self.num_classes)
+            if scores.shape != labels.shape:
+                raise ValueError(f"scores {scores.shape} and labels {labels.shape} differ in shape")
+            self._scores.append(scores)
+            self._labels.append(labels)
+        self._num_batches += 1
 
     def extend(self, other: "MultiLabelEvaluator") -> None:
         """Append the batches recorded by ``other`` (e.g. another rank's shard), without copying."""
