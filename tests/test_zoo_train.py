@@ -90,3 +90,24 @@ def test_frozen_features_mode_trains_only_the_head(tmp_path, tiny_train_args, ca
     assert main(["eval", str(run), "--json", str(out_json)]) == 0
     evaluated = json.loads(out_json.read_text())["results"][0]["map"]
     assert evaluated == pytest.approx(results["test_map"], abs=0.05)
+
+
+def test_frozen_features_keep_the_datasets_evaluation_metadata() -> None:
+    import dataclasses
+
+    import numpy as np
+
+    from pamc.config import config_from_dict
+    from pamc.engine.frozen import cache_frozen_features
+
+    cfg = config_from_dict({"data": {"dataset": "synthetic", "synthetic": {"num_train": 40, "num_test": 20,
+                                                                          "image_size": 32}},
+                            "model": {"backbone": "smallcnn"}})
+    bundle = build_dataset(cfg.data)
+    frequency = np.arange(bundle.num_classes)
+    bundle = dataclasses.replace(bundle, partial_test_labels=True, class_frequency=frequency)
+    model = make_model(cfg, bundle.num_classes)
+    _, cached, _ = cache_frozen_features(model, bundle, DeviceTransform(torch.device("cpu")))
+    assert cached.partial_test_labels is True and cached.class_frequency is frequency
+    assert cached.test.observed is bundle.test.observed and cached.test.full is bundle.test.full
+    assert cached.train.images.shape[0] == len(bundle.train)

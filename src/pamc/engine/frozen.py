@@ -13,6 +13,8 @@ Cole et al. - fast experiments on a CPU.
 
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 
 import numpy as np
@@ -110,7 +112,7 @@ def cache_frozen_features(
     splits = {}
     for name in ("train", "val", "test"):
         split: Split = getattr(bundle, name)
-        splits[name] = Split(compute_features(model, split, transform), split.full, split.observed, split.boxes)
+        splits[name] = dataclasses.replace(split, images=compute_features(model, split, transform))
     log.info("cached backbone features: train %s", tuple(splits["train"].images.shape))
-    cached = DatasetBundle(bundle.name, bundle.class_names, splits["train"], splits["val"], splits["test"])
+    cached = dataclasses.replace(bundle, **splits)  # keeps partial_test_labels and class_frequency
     return HeadOnCachedFeatures(model), cached, FeatureTransform(transform.device)
