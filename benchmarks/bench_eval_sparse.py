@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import sys
 import time
 
@@ -33,10 +32,7 @@ import torch
 
 from pamc.data import SparseLabelStore
 from pamc.evaluation import MultiLabelEvaluator, average_precision
-
-
-def rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: kB
+from simulated import openimages_like_annotations, peak_rss_mb
 
 
 def batch_scores(batch: int, rows: int, num_classes: int) -> np.ndarray:
@@ -56,17 +52,13 @@ def main() -> int:
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    baseline = rss_mb()
+    baseline = peak_rss_mb()
 
-    rng = np.random.default_rng(0)
-    counts = np.maximum(rng.poisson(args.per_image, args.n), 1)
-    rows = np.repeat(np.arange(args.n, dtype=np.int64), counts)
-    cols = rng.integers(0, args.c, rows.size)
-    values = np.where(rng.random(rows.size) < 0.4, np.int8(1), np.int8(-1))
+    rows, cols, values = openimages_like_annotations(args.n, args.c, args.per_image, seed=0)
     store = SparseLabelStore.from_coo(rows, cols, values, (args.n, args.c))
-    frequency = rng.integers(0, 1000, args.c)  # training positives per class, for the group mAP
-    del rows, cols, values, counts
-    after_store = rss_mb()
+    frequency = np.random.default_rng(1).integers(0, 1000, args.c)  # training positives per class, for the group mAP
+    del rows, cols, values
+    after_store = peak_rss_mb()
 
     if args.dense:
         return dense_path(args, store, baseline, after_store)
@@ -83,7 +75,7 @@ def main() -> int:
     t = time.perf_counter()
     result = evaluator.evaluate()
     evaluate_s = time.perf_counter() - t
-    peak = rss_mb()
+    peak = peak_rss_mb()
     entries = store.nnz
     out = {
         "n": args.n, "c": args.c, "annotated_entries": entries, "batch": args.batch,
@@ -133,7 +125,7 @@ def dense_path(args: argparse.Namespace, store: SparseLabelStore, baseline: floa
     t = time.perf_counter()
     ap = average_precision(np.concatenate(scores), np.concatenate(labels), ignore_unobserved=True)
     evaluate_s = time.perf_counter() - t
-    peak = rss_mb()
+    peak = peak_rss_mb()
     print(f"dense path, {args.n:,} x {args.c:,}: collect {loop_s:.1f} s, concatenate + average_precision "
           f"{evaluate_s:.1f} s, mAP {ap.mean() * 100:.4f}")
     print(f"peak RSS {peak:.0f} MB (after imports {baseline:.0f} MB, with the label store {after_store:.0f} MB)")

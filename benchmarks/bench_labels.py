@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import statistics
 import sys
 import time
@@ -26,10 +25,7 @@ import numpy as np
 import torch
 
 from pamc.data import SparseLabelStore
-
-
-def rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: kB
+from simulated import openimages_like_annotations, peak_rss_mb
 
 
 def main() -> int:
@@ -44,16 +40,11 @@ def main() -> int:
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    baseline = rss_mb()
+    baseline = peak_rss_mb()
 
-    rng = np.random.default_rng(0)
-    counts = np.maximum(rng.poisson(args.per_image, args.n), 1)
-    rows = np.repeat(np.arange(args.n, dtype=np.int32), counts)
-    cols = rng.integers(0, args.c, rows.size, dtype=np.int16 if args.c < 2**15 else np.int32)
-    values = rng.integers(0, 5, rows.size, dtype=np.int8)  # 2 in 5 positive, in int8 throughout
-    values = np.where(values < 2, np.int8(1), np.int8(-1))
-    del counts
-    after_input = rss_mb()
+    rows, cols, values = openimages_like_annotations(args.n, args.c, args.per_image, seed=0)
+    rng = np.random.default_rng(1)  # queries and corrections
+    after_input = peak_rss_mb()
 
     build_s, query_ms, correct_s, merge_s = [], [], [], []
     store = None
@@ -83,7 +74,7 @@ def main() -> int:
     check = int(rng.integers(0, args.n))
     dense_row = store.get(torch.tensor([check]))[0].numpy()
     assert dense_row.dtype == np.int8 and dense_row.shape == (args.c,)
-    peak = rss_mb()
+    peak = peak_rss_mb()
     result = {
         "n": args.n, "c": args.c, "entries": int(rows.size), "stored_after_corrections": store.nnz,
         "store_mb": store.nbytes / 2**20, "dense_int8_would_be_mb": args.n * args.c / 2**20,
