@@ -90,7 +90,8 @@ def main() -> int:
           f"batches of {args.batch}")
     print(f"kept by the evaluator: {out['kept_entries_mb']:.0f} MB (the dense path held {out['dense_labels_would_be_mb']:,.0f} MB "
           f"of int8 labels + {out['dense_scores_would_be_mb']:,.0f} MB of float32 scores)")
-    print(f"process, all batches: {process_s:.2f} s; evaluate (AP of {args.c} classes + 5 group mAPs): {evaluate_s:.2f} s")
+    print(f"process, all batches: {process_s:.2f} s; evaluate (AP of {args.c} classes + 5 group mAPs): {evaluate_s:.2f} s, "
+          f"mAP {result['map']:.4f}")
     print(f"whole pass incl. label reads and score generation: {loop_s:.1f} s")
     print(f"peak RSS {peak:.0f} MB (after imports {baseline:.0f} MB, with the label store {after_store:.0f} MB)")
 
