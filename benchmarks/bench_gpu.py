@@ -6,7 +6,8 @@
 
 Arms, interleaved repeat by repeat in one process: ``fp32`` (amp off, NCHW) and ``pamc``
 (the defaults on CUDA: bf16 autocast, channels_last), plus ``pamc+compile`` with
-``--compile``. Images are random uint8 held in host memory as pamc's cache holds them; each
+``--compile``. Images are random uint8 held in host memory as pamc's cache holds them ((H, W, 3)
+per image, read through ``ImageRows``); each
 step copies the uint8 batch to the GPU and runs pamc's ``train_one_epoch`` / ``evaluate``.
 Prints the median images/s of each arm and its ratio to fp32. On a machine without CUDA it
 exits with a message (exit code 1) unless ``--device cpu`` is given.
@@ -26,6 +27,7 @@ import torch
 
 from pamc.config import TrainConfig
 from pamc.data import ArrayLoader, DeviceTransform, LabelStore, Split
+from pamc.data.image_cache import ImageRows
 from pamc.engine import evaluate, train_one_epoch
 from pamc.engine.precision import Precision, maybe_compile
 from pamc.losses import create_loss
@@ -49,7 +51,8 @@ def measure(arm: str, cfg: TrainConfig, split: Split, initial: dict, args: argpa
     train_model = maybe_compile(model, cfg.compile)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-5)
     criterion = create_loss("an").to(device)
-    transform = DeviceTransform(device, generator=torch.Generator().manual_seed(0))
+    transform = DeviceTransform(device, generator=torch.Generator().manual_seed(0),  # as pamc.engine.trainer.fit
+                                channels_last=precision.channels_last, reuse_output=True)
     bs = args.batch_size
     warm = ArrayLoader(split, bs, shuffle=True, seed=1, indices=np.arange(args.warmup * bs))
     timed = ArrayLoader(split, bs, shuffle=True, seed=2, indices=np.arange(args.steps * bs))
@@ -99,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         arms["pamc+compile"] = TrainConfig(compile=True)
     n = max(args.batch_size * max(args.steps, args.warmup), args.eval_batch_size * 4)
     rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (n, 3, args.image_size, args.image_size), dtype=np.uint8)
+    stored = rng.integers(0, 256, (n, args.image_size, args.image_size, 3), dtype=np.uint8)  # the cache's (H, W, 3)
+    images = ImageRows(stored.transpose(0, 3, 1, 2), np.arange(n))
     labels = np.where(rng.random((n, NUM_CLASSES)) < 0.05, 1, -1).astype(np.int8)
     split = Split(images, labels, LabelStore(np.where(labels == 1, 1, 0).astype(np.int8)))
     torch.manual_seed(0)
