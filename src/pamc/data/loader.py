@@ -48,8 +48,6 @@ class ArrayLoader:
             self._images = torch.from_numpy(np.ascontiguousarray(split.images))
         else:  # an ImageRows view of the image cache: rows are read per batch
             self._images = split.images
-        full = split.full
-        self._full = torch.from_numpy(np.asarray(full, dtype=np.int8)) if isinstance(full, np.ndarray) else full
 
     def __len__(self) -> int:
         return -(-len(self.indices) // self.batch_size)
@@ -67,14 +65,9 @@ class ArrayLoader:
             yield Batch(
                 images=self._images[idx],
                 observed=self.split.observed.get(idx),
-                full=self._full_rows(idx),
+                full=None if self.split.full is None else torch.from_numpy(self.split.full_rows(idx)),
                 index=idx,
             )
-
-    def _full_rows(self, idx: torch.Tensor) -> torch.Tensor | None:
-        if isinstance(self._full, torch.Tensor):
-            return self._full[idx]
-        return None if self._full is None else self._full.get(idx)  # a (sparse) label store
 
 
 class DeviceTransform:
