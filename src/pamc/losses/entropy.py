@@ -143,9 +143,9 @@ class EntropyMaximizationAPL(EntropyMaximization):
         self.seen.copy_(merged)
 
     def on_epoch_end(self, epoch: int) -> None:
-        self._merge_ranks()
         if epoch < self.warmup_epochs or self.pseudo_mask is None:
             return
+        self._merge_ranks()  # every rank gets here in the same epochs
         quota = self.per_epoch_quota()
         candidates = (self.observed == 0) & ~self.pseudo_mask & self.seen[:, None]
         for c in range(candidates.shape[1]):
