@@ -40,6 +40,14 @@ def _logit(p: float) -> float:
     return math.log(p / (1.0 - p))
 
 
+def _expected_num_pos(method: str, value: float | None) -> float:
+    """EPR's ``k``, required: the average number of positives per image."""
+    if value is None:
+        raise ConfigError(f"{method} needs method.params.expected_num_pos (the average number of "
+                          "positives per image; known datasets get it from pamc.losses.defaults)")
+    return check_positive_number("expected_num_pos", value)
+
+
 @LOSSES.register("epr")
 class ExpectedPositiveRegularizer(PartialLabelLoss):
     """BCE on observed labels only, plus ``(mean_i sum_c p_ic - k)^2 / C^2``.
@@ -49,10 +57,7 @@ class ExpectedPositiveRegularizer(PartialLabelLoss):
 
     def __init__(self, expected_num_pos: float | None = None) -> None:
         super().__init__()
-        if expected_num_pos is None:
-            raise ConfigError("epr needs method.params.expected_num_pos (the average number of "
-                              "positives per image; known datasets get it from pamc.losses.defaults)")
-        self.expected_num_pos = check_positive_number("expected_num_pos", expected_num_pos)
+        self.expected_num_pos = _expected_num_pos("epr", expected_num_pos)
 
     def forward(self, logits: Tensor, observed: Tensor, index: Tensor) -> LossOutput:
         check_shapes(logits, observed, index)
@@ -79,10 +84,7 @@ class ROLE(PartialLabelLoss):
 
     def __init__(self, expected_num_pos: float | None = None) -> None:
         super().__init__()
-        if expected_num_pos is None:
-            raise ConfigError("role needs method.params.expected_num_pos (the average number of "
-                              "positives per image; known datasets get it from pamc.losses.defaults)")
-        self.expected_num_pos = check_positive_number("expected_num_pos", expected_num_pos)
+        self.expected_num_pos = _expected_num_pos("role", expected_num_pos)
         self.register_parameter("label_logits", None)
         self._last_index: Tensor | None = None
 
