@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from html.parser import HTMLParser
 
 import numpy as np
 import pytest
 from matplotlib import colormaps
+
+from html_sources import image_sources
 
 from pamc.data import make_scenes
 from pamc.explain import (
@@ -193,23 +194,11 @@ def test_select_classes_and_labels() -> None:
     assert score_title("disc", 0.934) == "disc: 0.93"
 
 
-class _Images(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.src: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list) -> None:
-        if tag == "img":
-            self.src.append(dict(attrs)["src"])
-
-
 def test_index_lists_every_png(tmp_path) -> None:
     names = [f"img {i}.png" for i in range(5)]
     path = write_index(tmp_path, [(n, f"caption <{i}>") for i, n in enumerate(names)])
     text = path.read_text()
-    parser = _Images()
-    parser.feed(text)
-    assert parser.src == [n.replace(" ", "%20") for n in names]
+    assert image_sources(text) == [n.replace(" ", "%20") for n in names]
     assert "caption &lt;3&gt;" in text
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import csv
 import json
 import re
-from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+
+from html_sources import image_sources
 
 from pamc.cli.main import main
 from pamc.data import DeviceTransform
@@ -50,20 +51,8 @@ def image_files(runs, tmp_path_factory) -> list[Path]:
     return paths
 
 
-class _Images(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.src: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list) -> None:
-        if tag == "img":
-            self.src.append(dict(attrs)["src"])
-
-
 def _index_sources(folder: Path) -> list[str]:
-    parser = _Images()
-    parser.feed((folder / "index.html").read_text())
-    return parser.src
+    return image_sources((folder / "index.html").read_text())
 
 
 def test_cam_on_dataset_split_side_by_side(runs, tmp_path, capsys) -> None:
