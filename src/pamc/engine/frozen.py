@@ -14,7 +14,6 @@ Cole et al. - fast experiments on a CPU.
 from __future__ import annotations
 
 import dataclasses
-
 import logging
 
 import numpy as np
