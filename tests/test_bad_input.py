@@ -252,7 +252,7 @@ CASES = [
     Case("resume-truncated-state", lambda c: resume(c, lambda run: _corrupt_state(run, truncate=True)),
          "cannot read training state"),
     Case("resume-state-version", lambda c: resume(c, lambda run: _corrupt_state(run, version=99)),
-         "has training-state format 99, this pamc reads format 1"),
+         "has training-state format 99, this pamc reads format 2"),
     Case("resume-state-optimizer", lambda c: resume(c, lambda run: _corrupt_state(
         run, edit=lambda raw: raw["optimizer"]["param_groups"].pop())),
          "does not match this run: loaded state dict has a different number of parameter groups"),

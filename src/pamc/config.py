@@ -14,7 +14,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal, Mapping, Sequence
 
 import yaml
 
@@ -115,7 +115,6 @@ class TrainConfig:
     device: str = "auto"
     select_on: Literal["full", "observed"] = "full"
     flip: bool = True
-    num_workers: int = 0
     deterministic: bool = False
     checkpoint_every_steps: int = 0  # 0: the `last` checkpoint is written at epoch ends only
     on_nonfinite: Literal["stop", "skip"] = "stop"
@@ -131,7 +130,6 @@ class TrainConfig:
         _check(_finite(self.lr) and self.lr > 0, f"train.lr must be > 0, got {self.lr}")
         _check(_finite(self.head_lr_mult) and self.head_lr_mult > 0, "train.head_lr_mult must be > 0")
         _check(_finite(self.weight_decay) and self.weight_decay >= 0, "train.weight_decay must be >= 0")
-        _check(self.num_workers >= 0, "train.num_workers must be >= 0")
         _check(self.checkpoint_every_steps >= 0,
                f"train.checkpoint_every_steps must be >= 0, got {self.checkpoint_every_steps}")
 
@@ -259,6 +257,25 @@ def load_config(path: str | Path | None, overrides: Mapping[str, Any] | None = N
     for dotted, value in (overrides or {}).items():
         set_dotted(values, dotted, value)
     return config_from_dict(values)
+
+
+def parse_override_value(text: str) -> Any:
+    """The value of one ``--set KEY=VALUE``, read as YAML (``0.3`` a float, ``[1, 2]`` a list)."""
+    return yaml.safe_load(text)
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``--set KEY=VALUE`` items as ``{dotted key: value}``; a later item wins."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = parse_override_value(value)
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {key.strip()}: value {value!r} is not valid YAML") from None
+    return out
 
 
 def set_dotted(values: dict[str, Any], dotted: str, value: Any) -> None:

@@ -89,8 +89,18 @@ class LabelStore:
     def to_numpy(self) -> np.ndarray:
         return self._labels.numpy().copy()
 
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """A copy of the contents, for the training state (see :func:`label_store_from_state`)."""
+        return {"dense": self._labels.clone()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Replace the contents with a :meth:`state_dict` of a store of the same shape."""
+        if set(state) != {"dense"}:
+            raise DataError(f"not a dense label-store state (keys {sorted(state)})")
+        self.load(state["dense"].numpy())
+
     def load(self, labels: np.ndarray) -> None:
-        """Replace the contents (used when resuming a run)."""
+        """Replace the contents from a dense matrix."""
         if tuple(labels.shape) != self.shape:
             raise DataError(f"label store shape {self.shape} does not match {tuple(labels.shape)}")
         self._labels.copy_(torch.from_numpy(np.asarray(labels, dtype=np.int8)))

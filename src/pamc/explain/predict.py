@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 from pamc.data import ArrayLoader, DeviceTransform, LabelStore, Split
-from pamc.engine import predict
-from pamc.explain.cam import load_image_files, load_trained_model
+from pamc.engine import load_trained, predict
+from pamc.explain.cam import load_image_files, model_image_size
 
 
 def select_labels(scores: np.ndarray, *, threshold: float | None = None, top_k: int | None = None) -> list[int]:
@@ -34,10 +34,10 @@ def predict_files(
     device: torch.device | str = "cpu",
 ) -> dict[str, Any]:
     """``{"checkpoint", "alpha", "rule", "images": [{"image", "predictions", "scores"}]}``."""
-    trained = load_trained_model(checkpoint, device)
+    trained = load_trained(checkpoint, device)
     if alpha is not None:
         trained.model.set_eval_alpha(alpha)
-    inputs, _ = load_image_files(paths, trained.image_size)
+    inputs, _ = load_image_files(paths, model_image_size(trained.config))
     num_classes = len(trained.class_names)
     split = Split(inputs, None, LabelStore(np.zeros((len(inputs), num_classes), dtype=np.int8)))
     scores = predict(trained.model, ArrayLoader(split, 64), DeviceTransform(torch.device(device)))
