@@ -117,6 +117,39 @@ def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(tmp_path):
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+# every method with state of its own (and frozen-features mode), killed mid-epoch 2 and resumed
+STATEFUL = {
+    "ll-ct": ["--method", "ll-ct", "--set", "method.params.delta_rel=2.0"],
+    "role": ["--method", "role"],
+    "role-li": ["--method", "role-li", "--set", "method.params.linear_init_epochs=1"],
+    "em-apl": ["--method", "em-apl", "--set", "method.params.warmup_epochs=1"],
+    "gr-loss": ["--method", "gr-loss"],
+    "frozen-features": ["--method", "epr", "--set", "train.frozen_features=true"],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(STATEFUL))
+def test_sigkill_then_resume_is_bitwise_identical_for_every_stateful_method(tmp_path, name):
+    args = [*TINY, "--epochs", "2", *STATEFUL[name], "--seed", "1", "--deterministic"]
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    reference = subprocess.Popen([sys.executable, "-m", "pamc", *args, "-o", str(ref)], env=_env(),
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    killed = subprocess.run([sys.executable, "-c", KILLER, "2", "5", *args, "--set", "train.checkpoint_every_steps=3",
+                             "-o", str(run)], env=_env(), capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert load_checkpoint(run / LAST_CHECKPOINT).extra["step"] == 4  # mid-epoch 2
+    resumed = subprocess.run([sys.executable, "-m", "pamc", "train", "--resume", str(run), "--no-progress"],
+                             env=_env(), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    _, err = reference.communicate(timeout=600)
+    assert reference.returncode == 0, err
+    assert _metrics(run) == _metrics(ref)
+    assert (run / "test_results.json").read_bytes() == (ref / "test_results.json").read_bytes()
+    a, b = load_file(str(run / "best.safetensors")), load_file(str(ref / "best.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def _tiny_cfg(tmp_path: Path, **train) -> object:
     return config_from_dict({
         "data": {"synthetic": {"num_train": 80, "num_test": 40, "image_size": 32}},

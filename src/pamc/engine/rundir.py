@@ -91,6 +91,7 @@ class RunDir:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self.created: Path | None = None  # the outermost directory :meth:`create` made, if any
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
@@ -116,6 +117,7 @@ class RunDir:
             if created is not None:
                 shutil.rmtree(created, ignore_errors=True)
             raise OutputError(f"cannot write to output directory {run.path}: {exc.strerror or exc}") from None
+        run.created = created
         return run
 
     @classmethod
@@ -228,17 +230,16 @@ class RunDir:
                 "is kept; set train.on_nonfinite=skip to skip such batches")
 
     @contextlib.contextmanager
-    def discard_on_failure(self, created: Path | None) -> Iterator[None]:
-        """On any exception, remove ``created`` (the outermost directory this run made) or, in a
-        directory that existed before, the files the run wrote, unless a ``last`` checkpoint
-        exists; then re-raise."""
+    def discard_on_failure(self) -> Iterator[None]:
+        """On any exception, remove the directories :meth:`create` made or, in a directory that
+        existed before, the files the run wrote, unless a ``last`` checkpoint exists; then re-raise."""
         try:
             yield
         except BaseException:
             if self.has_last:
                 log.warning("run stopped; %s is kept for --resume", self.last_path)
-            elif created is not None:
-                shutil.rmtree(created, ignore_errors=True)
+            elif self.created is not None:
+                shutil.rmtree(self.created, ignore_errors=True)
             elif self.path.is_dir():
                 for path in (self.config_path, self.metrics_path, self.best_path, self.results_path):
                     path.unlink(missing_ok=True)

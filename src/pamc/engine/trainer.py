@@ -39,7 +39,7 @@ from pamc.engine.hooks import (
 )
 from pamc.engine.precision import Precision, eval_autocast, maybe_compile
 from pamc.engine.resume import EpochProgress, TrainingState, capture_rng, config_mismatch, restore_rng
-from pamc.engine.rundir import RunDir, RunResults, TrainedRun, first_missing_ancestor, make_model, restore_model
+from pamc.engine.rundir import RunDir, RunResults, TrainedRun, make_model, restore_model
 from pamc.errors import CheckpointError, PamcError, TrainingError
 from pamc.evaluation import MultiLabelEvaluator
 from pamc.losses import PartialLabelLoss, create_loss, resolve_method_params
@@ -277,10 +277,9 @@ def fit(
 ) -> RunResult:
     """Train, select on validation mAP, test the selected checkpoint; write the run directory.
 
-    A ``last`` checkpoint with the full training state is written at every epoch end (and
-    every ``train.checkpoint_every_steps`` batches). With ``resume=True``, ``cfg.output_dir``
-    is an interrupted run and training continues exactly where its ``last`` checkpoint stopped.
-    A run that fails before its first ``last`` checkpoint leaves no run directory behind.
+    With ``resume=True``, ``cfg.output_dir`` is an interrupted run and training continues exactly
+    where its ``last`` checkpoint stopped. A run that fails before its first ``last`` checkpoint
+    leaves no run directory behind.
     """
     criterion = create_loss(cfg.method.name, **resolve_method_params(cfg.method.name, cfg.data.dataset, cfg.method.params))
     dist_ctx, device = init_distributed(resolve_device(cfg.train.device))
@@ -297,11 +296,7 @@ def fit(
     criterion.to(device)
     if dist_ctx.enabled:  # LL's top-k, ROLE's estimates and APL's predictions span all ranks
         criterion.bind_collective(ProcessGroupCollective(dist_ctx))
-    generator = torch.Generator().manual_seed(cfg.train.seed + dist_ctx.rank)
-    # the batch is written in the model's memory format into one reused buffer (see DeviceTransform)
-    transform = DeviceTransform(device, generator=generator, channels_last=precision.channels_last, reuse_output=True)
-    if cfg.train.frozen_features:  # the backbone runs once here; only the head trains (pamc.engine.frozen)
-        model, bundle, transform = cache_frozen_features(model, bundle, transform)
+    model, bundle, transform = _inputs(cfg, model, bundle, precision, dist_ctx)
     train_loader, val_loader, test_loader = _loaders(cfg, bundle, dist_ctx)
     trainer = Trainer(maybe_compile(wrap_ddp(model, device, dist_ctx), cfg.train.compile), criterion,
                       _optimizer(cfg, model, criterion), train_loader, transform, precision=precision,
@@ -316,10 +311,9 @@ def fit(
     if dist_ctx.is_main:  # only rank 0 writes files or reports
         trainer.register(Checkpointer(run, model, cfg, bundle.class_names, criterion, select,
                                       cfg.train.checkpoint_every_steps), MetricsWriter(run), ProgressReporter(callbacks))
-    created = None if resume or not dist_ctx.is_main else first_missing_ancestor(run.path)
-    if not resume:
-        run_on_main(lambda: RunDir.create(run.path), dist_ctx)
-    with run.discard_on_failure(created) if dist_ctx.is_main else contextlib.nullcontext():
+    if not resume:  # rank 0 creates the directory (and remembers what it created)
+        run = run_on_main(lambda: RunDir.create(run.path), dist_ctx) or run
+    with run.discard_on_failure() if dist_ctx.is_main else contextlib.nullcontext():
         if resumed is not None:
             trainer.load_training_state(resumed, run.last_path)
             log.info("resuming %s at epoch %d, step %d", run.path, trainer.progress.epoch, trainer.progress.step)
@@ -333,6 +327,19 @@ def fit(
     cleanup_distributed(dist_ctx)
     log.info("test mAP %.2f (best epoch %d)", results.test_map, results.best_epoch)
     return RunResult(run.path, results.best_epoch, results.best_val_map, results.test_map, trainer.history)
+
+
+def _inputs(cfg: RunConfig, model: CAMClassifier, bundle: DatasetBundle, precision: Precision,
+            dist_ctx: DistContext) -> tuple[nn.Module, DatasetBundle, DeviceTransform]:
+    """The training input transform; with ``train.frozen_features`` the backbone runs once here
+    and the head-only model and cached-feature splits replace the model and the data."""
+    generator = torch.Generator().manual_seed(cfg.train.seed + dist_ctx.rank)
+    # the batch is written in the model's memory format into one reused buffer (see DeviceTransform)
+    transform = DeviceTransform(precision.device, generator=generator, channels_last=precision.channels_last,
+                                reuse_output=True)
+    if cfg.train.frozen_features:  # pamc.engine.frozen
+        return cache_frozen_features(model, bundle, transform)
+    return model, bundle, transform
 
 
 def _resume_point(run: RunDir, model: nn.Module, cfg: RunConfig, bundle: DatasetBundle) -> TrainingState:
