@@ -25,8 +25,8 @@ def alpha_rows(args: argparse.Namespace, alphas: Sequence[float] | None) -> tupl
     (default: the model's own inference alpha); ``args.data_root``/``args.device`` as given."""
     from pamc.engine import evaluate_at_alphas, load_trained, resolve_device
 
-    trained = load_trained(args.checkpoint, resolve_device(args.device))
-    bundle = trained.dataset(args.data_root)
+    trained = load_trained(args.checkpoint, resolve_device(args.device), with_dataset=True, data_root=args.data_root)
+    bundle = trained.dataset()
     split = bundle.test if args.split == "test" else bundle.val
     rows = evaluate_at_alphas(trained, split, alphas or [trained.model.eval_alpha],
                               ignore_unobserved=bundle.partial_test_labels)

@@ -266,7 +266,8 @@ def first_missing_ancestor(path: Path) -> Path | None:
 class TrainedRun:
     """The best model of a run (in eval mode), its config and class names, and where it came from.
 
-    ``run`` is ``None`` when a bare checkpoint file was loaded.
+    ``run`` is ``None`` when a bare checkpoint file was loaded; ``bundle`` is the dataset when
+    :func:`load_trained` was asked for it.
     """
 
     model: "CAMClassifier"
@@ -274,22 +275,29 @@ class TrainedRun:
     class_names: tuple[str, ...]
     path: Path
     run: RunDir | None = None
+    bundle: "DatasetBundle | None" = None
 
     def dataset(self, data_root: str | None = None) -> "DatasetBundle":
         """The dataset the model was trained on (``data_root``: its new place, if it moved)."""
-        from pamc.data import build_dataset
-
-        cfg = self.config if data_root is None else replace(self.config, data__root=data_root)
-        bundle = build_dataset(cfg.data)
-        check_compatible(Checkpoint({}, self.config, self.class_names, {}), self.path,
-                         backbone=self.config.model.backbone, class_names=bundle.class_names)
-        return bundle
+        if self.bundle is not None and data_root is None:
+            return self.bundle
+        return _dataset_of(self.config, self.class_names, self.path, data_root)
 
     def split(self, name: str, data_root: str | None = None) -> "Split":
         """The ``name`` split (train, val or test) of :meth:`dataset`."""
         if name not in ("train", "val", "test"):
             raise PamcError(f"unknown split {name!r}; choose one of: test, train, val")
         return getattr(self.dataset(data_root), name)
+
+
+def _dataset_of(cfg: RunConfig, class_names: tuple[str, ...], path: Path, data_root: str | None) -> "DatasetBundle":
+    """The dataset of a checkpoint's config, refused unless it has the checkpoint's classes."""
+    from pamc.data import build_dataset
+
+    bundle = build_dataset((cfg if data_root is None else replace(cfg, data__root=data_root)).data)
+    check_compatible(Checkpoint({}, cfg, class_names, {}), path, backbone=cfg.model.backbone,
+                     class_names=bundle.class_names)
+    return bundle
 
 
 def make_model(cfg: RunConfig, num_classes: int) -> "CAMClassifier":
@@ -311,10 +319,16 @@ def restore_model(ckpt: Checkpoint, path: str | Path) -> "CAMClassifier":
     return model
 
 
-def load_trained(run: str | Path | RunDir, device: torch.device | str = "cpu") -> TrainedRun:
-    """The best model of a run directory (or of a checkpoint file), on ``device``, in eval mode."""
+def load_trained(run: str | Path | RunDir, device: torch.device | str = "cpu", *, with_dataset: bool = False,
+                 data_root: str | None = None) -> TrainedRun:
+    """The best model of a run directory (or of a checkpoint file), on ``device``, in eval mode.
+
+    ``with_dataset`` also builds its dataset (from ``data_root`` if given), checking the classes
+    before the weights are loaded.
+    """
     run_dir = run if isinstance(run, RunDir) else RunDir(run) if Path(run).is_dir() else None
     path = run_dir.best_path if run_dir is not None else Path(run)
     ckpt = load_checkpoint(path)
+    bundle = _dataset_of(ckpt.config, ckpt.class_names, path, data_root) if with_dataset else None
     model = restore_model(ckpt, path).to(device).eval()
-    return TrainedRun(model, ckpt.config, ckpt.class_names, path, run_dir)
+    return TrainedRun(model, ckpt.config, ckpt.class_names, path, run_dir, bundle)
