@@ -7,6 +7,8 @@ A fully labelled matrix holds only +1 and -1.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 
@@ -57,6 +59,14 @@ def false_negative_rate(full: np.ndarray, observed: np.ndarray) -> float:
     """Share of unobserved entries that are true positives (what assume-negative gets wrong)."""
     unobserved = np.asarray(observed) == UNOBSERVED
     return float(((np.asarray(full) == POSITIVE) & unobserved).sum() / max(int(unobserved.sum()), 1))
+
+
+def label_blocks(labels, rows_per_block: int = 1 << 16) -> Iterator[tuple[int, torch.Tensor]]:
+    """``(first_row, rows)`` over a whole label store (dense or sparse), ``rows_per_block`` dense
+    int8 rows at a time: how code that must see every row reads a store without densifying it."""
+    num_rows = labels.shape[0]
+    for start in range(0, num_rows, rows_per_block):
+        yield start, labels.get(torch.arange(start, min(start + rows_per_block, num_rows)))
 
 
 class LabelStore:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator
 from typing import NamedTuple, Protocol
 
 import torch
@@ -95,7 +94,7 @@ class PartialLabelLoss(nn.Module):
         """Called once by the engine before the optimizer is built.
 
         ``labels`` is the training set's label store (dense or sparse, never densified by the
-        engine): read rows on demand with ``labels.get(index)`` or :func:`label_blocks`;
+        engine): read rows on demand with ``labels.get(index)`` or :func:`pamc.data.labels.label_blocks`;
         corrections returned in :attr:`LossOutput.corrections` are written back into it by the
         engine. ``num_epochs`` is the length of the run; a loss whose schedule does not fit it
         raises :class:`~pamc.errors.ConfigError`. Methods whose state is sized by the training
@@ -115,13 +114,6 @@ class LabelSource(Protocol):
     def shape(self) -> tuple[int, int]: ...
 
     def get(self, index: Tensor) -> Tensor: ...
-
-
-def label_blocks(labels: LabelSource, rows_per_block: int = 1 << 16) -> Iterator[tuple[int, Tensor]]:
-    """``(first_row, rows)`` over the whole label store, ``rows_per_block`` dense int8 rows at a time."""
-    num_rows = labels.shape[0]
-    for start in range(0, num_rows, rows_per_block):
-        yield start, labels.get(torch.arange(start, min(start + rows_per_block, num_rows)))
 
 
 LOSSES = Registry[PartialLabelLoss]("method")

@@ -16,6 +16,7 @@ import math
 import torch
 from torch import Tensor
 
+from pamc.data.labels import label_blocks
 from pamc.errors import ConfigError
 from pamc.losses.base import (
     LOSSES,
@@ -24,7 +25,6 @@ from pamc.losses.base import (
     PartialLabelLoss,
     check_positive_number,
     check_shapes,
-    label_blocks,
     log_one_minus_prob,
     log_prob,
 )

@@ -16,6 +16,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from pamc.data.labels import label_blocks
 from pamc.errors import ConfigError
 from pamc.losses.base import (
     LOSSES,
@@ -25,7 +26,6 @@ from pamc.losses.base import (
     check_positive_number,
     check_shapes,
     expected_positive_regularizer,
-    label_blocks,
     log_one_minus_prob,
     log_prob,
 )
