@@ -11,7 +11,8 @@ from pamc.cli.main import main
 from pamc.config import load_config
 from pamc.data import ArrayLoader, DeviceTransform, build_dataset
 from pamc.engine import evaluate, load_checkpoint, make_model
-from pamc.engine.trainer import BEST_CHECKPOINT, seed_everything
+from pamc.engine.rundir import BEST_CHECKPOINT
+from pamc.engine.trainer import seed_everything
 
 METHODS = ["an-ls", "wan", "epr", "role", "role-li", "asl", "em", "em-apl", "gr-loss"]
 EXTRA = {
