@@ -191,11 +191,11 @@ class Demo:
         return 0
 
 
-from pamc.cli import alpha_sweep, cam, explain_gap, predict  # noqa: E402
+from pamc.cli import alpha_sweep, cam, explain_gap, import_model, predict  # noqa: E402
 from pamc.cli.observe import Observe  # noqa: E402
 from pamc.cli.prepare import Prepare  # noqa: E402
 from pamc.cli.table import Table  # noqa: E402
 from pamc.cli.zoo import Zoo  # noqa: E402
 
 ALL = [Train, Eval, Demo, Prepare, Observe, Table, Zoo, cam.Cam, predict.Predict, explain_gap.ExplainGap,
-       alpha_sweep.AlphaSweep]
+       alpha_sweep.AlphaSweep, import_model.ImportModel]
