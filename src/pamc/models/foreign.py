@@ -105,8 +105,13 @@ def _run_order(model: nn.Module, image_size: int) -> tuple[list[tuple[str, nn.Mo
     try:
         was_training = model.training
         model.eval()
-        with torch.no_grad():
-            out = model(torch.zeros(1, 3, image_size, image_size))
+        try:
+            with torch.no_grad():
+                out = model(torch.zeros(1, 3, image_size, image_size))
+        except RuntimeError as exc:
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise HeadRefused(f"{type(model).__name__} does not run on a {image_size}x{image_size} input: "
+                              f"{reason}") from None
         model.train(was_training)
     finally:
         for h in handles:
