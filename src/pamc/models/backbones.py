@@ -119,7 +119,11 @@ def _timm_backbone(name: str, pretrained: str | None, kwargs: dict[str, object])
 
     if not timm.is_model(model_name):
         raise ConfigError(f"unknown timm model {model_name!r}")
-    model = timm.create_model(model_name, pretrained=pretrained == "timm", num_classes=0, global_pool="", **kwargs)
+    build = dict(pretrained=pretrained == "timm", num_classes=0, global_pool="")
+    try:  # a transformer then takes any input size (its position embeddings are resampled)
+        model = timm.create_model(model_name, **build, **{"dynamic_img_size": True, **kwargs})
+    except TypeError:  # not a transformer: it has no such option
+        model = timm.create_model(model_name, **build, **kwargs)
     backbone = TimmBackbone(model, model_name)
     if pretrained not in (None, "timm"):
         load_pretrained(backbone.model, pretrained)
