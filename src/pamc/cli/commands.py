@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pamc.cli import alpha_sweep, cam, explain_gap, predict
+from pamc.cli import alpha_sweep, cam, explain_gap, import_model, predict
 from pamc.cli.common import alpha_list, alpha_rows, report_alpha_rows
 from pamc.cli.observe import Observe
 from pamc.cli.prepare import Prepare
@@ -153,4 +153,4 @@ class Demo:
 
 
 ALL = [Train, Eval, Demo, Prepare, Observe, Table, Zoo, cam.Cam, predict.Predict, explain_gap.ExplainGap,
-       alpha_sweep.AlphaSweep]
+       alpha_sweep.AlphaSweep, import_model.ImportModel]

@@ -38,7 +38,7 @@ def _read_file(path: Path) -> object:
         raise CheckpointError(f"cannot read checkpoint {path}: {first_line}") from None
 
 
-def _extract_state_dict(obj: object, path: Path) -> dict[str, Tensor]:
+def _extract_state_dict(obj: object, path: Path, dropped: tuple[str, ...] = _DROPPED_PREFIXES) -> dict[str, Tensor]:
     if isinstance(obj, Mapping):
         for key in _NESTED_KEYS:
             nested = obj.get(key)
@@ -53,7 +53,7 @@ def _extract_state_dict(obj: object, path: Path) -> dict[str, Tensor]:
             raise CheckpointError(f"checkpoint {path} is not a state_dict: entry {key!r} is not a tensor")
         if key.startswith("module."):
             key = key[len("module.") :]
-        if key.startswith(_DROPPED_PREFIXES):
+        if dropped and key.startswith(dropped):
             continue
         state[key] = value
     return state
@@ -84,6 +84,14 @@ def check_state_dict(module: nn.Module, state: Mapping[str, Tensor], source: str
     if problems:
         name = type(module).__name__
         raise CheckpointError(f"checkpoint {source} does not match {name}: " + ", ".join(problems))
+
+
+def read_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """Every tensor of a checkpoint file, classifier included (formats as :func:`load_pretrained`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file not found: {path}")
+    return _extract_state_dict(_read_file(path), path, dropped=())
 
 
 def load_pretrained(module: nn.Module, path: str | Path) -> None:
