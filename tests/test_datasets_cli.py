@@ -162,7 +162,7 @@ def test_bad_input_through_the_cli(tmp_path, capsys):
     make_csv(d, n=12)
     with (d / "train.csv").open("a") as f:
         f.write("img/train_0003.jpg,cat,\n")
-    _in_process_error(capsys, ["prepare", "csv", "--data-root", str(d)], "duplicate row for image 'img/train_0003.jpg'")
+    _in_process_error(capsys, ["prepare", "csv", "--data-root", str(d)], "image 'img/train_0003.jpg' is listed twice")
     (d / "train.csv").write_text("image,cat,dog\nimg/train_0000.jpg,1,5\n")
     _in_process_error(capsys, ["prepare", "csv", "--data-root", str(d)], "value '5' for class 'dog' is not one of -1, 0, 1")
     (d / "classes.txt").write_text("cat\ndog\n")

@@ -29,6 +29,7 @@ class AlphaSweep:
     @staticmethod
     def run(args: argparse.Namespace) -> int:
         from pamc.engine import resolve_device
+        from pamc.engine.checkpoint import atomic_write_text
         from pamc.explain import alpha_sweep, load_split, load_trained_model, plot_alpha_sweep
         from pamc.models import BoostLU
 
@@ -44,7 +45,7 @@ class AlphaSweep:
         for row in rows:
             print(f"{row['alpha']:>8g}  {row['map']:.2f}")
         if args.json_out:
-            Path(args.json_out).write_text(json.dumps({"checkpoint": str(trained.path), "split": args.split,
-                                                       "results": rows}, indent=2))
+            atomic_write_text(Path(args.json_out), json.dumps({"checkpoint": str(trained.path), "split": args.split,
+                                                               "results": rows}, indent=2))
         print(f"wrote {args.out}")
         return 0

@@ -80,8 +80,9 @@ class Cam:
 
         cams = compute_cams(model, inputs)
         model_cams = cams.boosted()  # the CAM the model pools at its inference alpha
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
+        from pamc.engine.checkpoint import make_dirs
+
+        out = make_dirs(Path(args.out))
         items = []
         for i, image in enumerate(displays):
             classes = select_classes(cams.scores[i], names, top_k=args.top_k, names=args.classes)

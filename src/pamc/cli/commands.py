@@ -57,7 +57,7 @@ class Train:
 
     @staticmethod
     def overrides(args: argparse.Namespace) -> dict[str, Any]:
-        import yaml
+        from pamc.config import load_yaml
 
         flags = {
             "data.dataset": args.dataset, "data.root": args.data_root, "method.name": args.method,
@@ -77,7 +77,7 @@ class Train:
             key, sep, value = item.partition("=")
             if not sep or not key:
                 raise PamcError(f"--set expects KEY=VALUE, got {item!r}")
-            out[key.strip()] = yaml.safe_load(value)
+            out[key.strip()] = load_yaml(value, f"--set {key.strip()}")
         return out
 
     @staticmethod

@@ -29,10 +29,8 @@ class Zoo:
     def run(args: argparse.Namespace) -> int:
         import time
 
-        import yaml
-
         from pamc.cli.progress import TqdmProgress
-        from pamc.config import replace
+        from pamc.config import load_yaml, replace
         from pamc.zoo import parse_methods, run_zoo, zoo_config
 
         if args.seeds < 1:
@@ -43,7 +41,7 @@ class Zoo:
             key, sep, value = item.partition("=")
             if not sep or not key:
                 raise PamcError(f"--set expects KEY=VALUE, got {item!r}")
-            overrides[key.strip().replace(".", "__")] = yaml.safe_load(value)
+            overrides[key.strip().replace(".", "__")] = load_yaml(value, f"--set {key.strip()}")
         base = replace(zoo_config(args.quick), **overrides)
         start = time.perf_counter()
         seeds = range(args.first_seed, args.first_seed + args.seeds)

@@ -17,6 +17,7 @@ commit. Both writes are atomic (:func:`~pamc.engine.checkpoint.atomic_write`).
 
 from __future__ import annotations
 
+import io
 import json
 import pickle
 import random
@@ -128,7 +129,9 @@ def save_last(
         "train_labels": state.train_labels,
         "rng": state.rng,
     }
-    atomic_write(run_dir / name, lambda tmp: torch.save(payload, tmp))
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    atomic_write(run_dir / name, buffer.getbuffer())
     extra = {"epoch": state.progress.epoch, "step": state.progress.step, "global_step": state.global_step,
              "state_file": name, "token": token}
     try:

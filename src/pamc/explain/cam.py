@@ -79,13 +79,17 @@ def read_image(path: str | Path) -> np.ndarray:
     """An image file as uint8 (H, W, 3) RGB."""
     from PIL import Image, UnidentifiedImageError
 
+    from pamc.data.image_cache import ImageTooLarge, open_image, to_rgb8
+
     path = Path(path)
     if not path.is_file():
         raise DataError(f"image not found: {path}")
     try:
-        with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
-    except (UnidentifiedImageError, OSError) as exc:
+        with open_image(path) as img:
+            return np.asarray(to_rgb8(img), dtype=np.uint8).copy()
+    except ImageTooLarge as exc:
+        raise DataError(str(exc)) from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise DataError(f"cannot read image {path}: {exc}") from None
 
 
