@@ -389,6 +389,17 @@ def load_config(path: str | Path | None, overrides: Mapping[str, Any] | None = N
     return config_from_dict(values)
 
 
+def checkpoint_config(cfg: RunConfig, **overrides: Any) -> RunConfig:
+    """The config stored in a checkpoint's metadata, safe to build a dataset from.
+
+    Metadata comes with the file, possibly from elsewhere: it never chooses where pamc writes
+    (``data.cache_dir`` is dropped, so the prepared folder is the data root's default one) nor
+    its bounds (``data.max_image_pixels`` is this pamc's default, and the image size is checked
+    against it). ``overrides`` are dotted keys with ``__`` (e.g. ``data__root``) set by the user.
+    """
+    return replace(cfg, data__cache_dir=None, data__max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS, **overrides)
+
+
 def set_dotted(values: dict[str, Any], dotted: str, value: Any) -> None:
     """Set ``values['a']['b'] = value`` for ``dotted == 'a.b'``, creating mappings."""
     *parents, last = dotted.split(".")

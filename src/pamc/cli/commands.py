@@ -120,7 +120,7 @@ class Eval:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
-        from pamc.config import replace
+        from pamc.config import checkpoint_config
         from pamc.data import ArrayLoader, DeviceTransform, build_dataset
         from pamc.engine import evaluate, load_checkpoint, resolve_device, restore_model
         from pamc.engine.checkpoint import atomic_write_text, check_compatible
@@ -130,7 +130,7 @@ class Eval:
         if path.is_dir():
             path = path / BEST_CHECKPOINT
         ckpt = load_checkpoint(path)
-        cfg = ckpt.config if args.data_root is None else replace(ckpt.config, data__root=args.data_root)
+        cfg = checkpoint_config(ckpt.config, **({} if args.data_root is None else {"data__root": args.data_root}))
         bundle = build_dataset(cfg.data)
         check_compatible(ckpt, path, backbone=cfg.model.backbone, class_names=bundle.class_names)
         device = resolve_device(args.device)

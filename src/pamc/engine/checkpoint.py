@@ -158,21 +158,10 @@ def check_compatible(ckpt: Checkpoint, path: str | Path, *, backbone: str, class
 
 
 def load_model_state(model: torch.nn.Module, ckpt: Checkpoint, path: str | Path) -> None:
-    """Load weights strictly, naming the first mismatches in one line."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in ckpt.state_dict]
-    unexpected = [k for k in ckpt.state_dict if k not in own]
-    shapes = [k for k in own if k in ckpt.state_dict and own[k].shape != ckpt.state_dict[k].shape]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing keys ({', '.join(missing[:3])})")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected keys ({', '.join(unexpected[:3])})")
-    if shapes:
-        k = shapes[0]
-        problems.append(f"shape mismatch at {k}: checkpoint {tuple(ckpt.state_dict[k].shape)} vs model {tuple(own[k].shape)}")
-    if problems:
-        raise CheckpointError(f"checkpoint {path} does not match the model: " + "; ".join(problems))
+    """Load weights strictly: keys, shapes and dtypes must match and values be finite."""
+    from pamc.models.pretrained import check_state_dict
+
+    check_state_dict(model, ckpt.state_dict, str(path))
     model.load_state_dict(ckpt.state_dict)
 
 

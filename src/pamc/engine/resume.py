@@ -179,8 +179,17 @@ def load_last(run_dir: Path) -> tuple[Checkpoint, TrainingState]:
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{state_path} is a malformed training state ({exc})") from None
-    if not isinstance(state.train_labels, torch.Tensor) or state.progress.epoch < 1 or state.progress.step < 0:
+    if not isinstance(state.train_labels, torch.Tensor):
         raise CheckpointError(f"{state_path} is a malformed training state")
+    epochs, at = ckpt.config.train.epochs, state.progress
+    if not all(type(v) is int for v in (at.epoch, at.step, state.global_step, state.best_epoch)) or not (1 <= at.epoch <= epochs + 1 and at.step >= 0 and (at.epoch <= epochs or at.step == 0)
+            and state.global_step >= at.step and 0 <= state.best_epoch < at.epoch):
+        raise CheckpointError(f"{state_path} holds an impossible position for a run of {epochs} epochs "
+                              f"(epoch {at.epoch}, step {at.step}, global step {state.global_step}, "
+                              f"best epoch {state.best_epoch})")
+    if (ckpt.extra.get("epoch"), ckpt.extra.get("step")) != (at.epoch, at.step):
+        raise CheckpointError(f"{state_path} is at epoch {at.epoch}, step {at.step}, but {path} records "
+                              f"epoch {ckpt.extra.get('epoch')}, step {ckpt.extra.get('step')}")
     return ckpt, state
 
 
@@ -207,6 +216,9 @@ def restore_training_state(
     transform: DeviceTransform,
 ) -> None:
     """Load ``state`` into the live training objects; a mismatch is a :class:`CheckpointError`."""
+    if state.progress.step >= len(loader):
+        raise CheckpointError(f"training state in {state_source} is at step {state.progress.step} of an epoch "
+                              f"that has {len(loader)} steps")
     try:
         optimizer.load_state_dict(state.optimizer)
         criterion.load_state_dict(state.criterion)

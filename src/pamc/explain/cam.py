@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pamc.config import RunConfig, replace
+from pamc.config import RunConfig, checkpoint_config, replace
 from pamc.data import DeviceTransform, Split, build_dataset
 from pamc.engine import load_checkpoint, restore_model
 from pamc.engine.trainer import BEST_CHECKPOINT
@@ -60,7 +60,7 @@ def load_trained_model(path: str | Path, device: torch.device | str = "cpu") -> 
     ckpt = load_checkpoint(path)
     model = restore_model(ckpt, path)
     model.to(device).eval()
-    return TrainedModel(model, ckpt.config, ckpt.class_names, path)
+    return TrainedModel(model, checkpoint_config(ckpt.config), ckpt.class_names, path)
 
 
 def load_split(trained: TrainedModel, split: str, data_root: str | None = None) -> Split:
