@@ -291,6 +291,18 @@ def _yaml12_bool(loader: yaml.SafeLoader, node: yaml.Node) -> bool:
     return loader.construct_scalar(node).lower() == "true"
 
 
+def _yaml12_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict:
+    seen: dict[Any, int] = {}
+    for key, _ in node.value:
+        if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+            if key.value in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key.value!r} is given twice (first at line {seen[key.value]})", key.start_mark)
+            seen[key.value] = key.start_mark.line + 1
+    return loader.construct_yaml_map(node)
+
+
+_Yaml12Loader.add_constructor("tag:yaml.org,2002:map", _yaml12_mapping)
 _Yaml12Loader.add_constructor("tag:yaml.org,2002:int", _yaml12_int)
 _Yaml12Loader.add_constructor("tag:yaml.org,2002:float", _yaml12_float)
 _Yaml12Loader.add_constructor("tag:yaml.org,2002:bool", _yaml12_bool)
@@ -360,7 +372,9 @@ def load_yaml(text: str | bytes, source: str) -> Any:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise ConfigError(f"{source} is not valid YAML{where}") from None
+        problem = getattr(exc, "problem", None)
+        detail = f": {problem}" if isinstance(exc, yaml.constructor.ConstructorError) and problem else ""
+        raise ConfigError(f"{source} is not valid YAML{where}{detail}") from None
     except RecursionError:
         raise ConfigError(f"{source} is nested too deeply") from None
     finally:
