@@ -212,3 +212,26 @@ def test_train_on_the_real_voc2007_label_files(tmp_path, caplog):
     assert any("skipped 4912 of 4952 images: 4912 missing" in w for w in warnings)
     results = json.loads((tmp_path / "run" / "test_results.json").read_text())
     assert len(results["test_ap"]) == 20
+
+
+def test_eval_of_a_downloaded_checkpoint_does_not_write_where_its_metadata_says(tmp_path, capsys):
+    """``data.cache_dir`` in a checkpoint's metadata names another machine's (or an attacker's)
+    folder: eval uses the data root's default prepared folder instead."""
+    import json as jsonlib
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    make_csv(tmp_path / "data", n=30)
+    assert main(train_args(tmp_path / "data", tmp_path, "csv")) == 0
+    with safe_open(str(tmp_path / "run" / "best.safetensors"), framework="pt") as f:
+        metadata, tensors = dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}
+    cfg = jsonlib.loads(metadata["config"])
+    cfg["data"]["cache_dir"] = str(tmp_path / "victim")
+    metadata["config"] = jsonlib.dumps(cfg)
+    save_file(tensors, str(tmp_path / "downloaded.safetensors"), metadata=metadata)
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "downloaded.safetensors")]) == 0
+    assert "test mAP" in capsys.readouterr().out
+    assert not (tmp_path / "victim").exists()
+    assert len(list((tmp_path / "data" / ".pamc-cache").glob("images-32-*.u8"))) == 1
