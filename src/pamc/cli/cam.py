@@ -47,6 +47,7 @@ class Cam:
             Panel, boost, compute_cams, load_image_files, load_split, load_trained_model, pooled_scores,
             save_overlay_figure, score_title, select_classes, write_index,
         )
+        from pamc.explain.cam import read_image
         from pamc.models import BoostLU
 
         if bool(args.images) == bool(args.dataset_split):
@@ -72,7 +73,8 @@ class Cam:
             truth = [[names[c] for c in np.flatnonzero(row == 1)] for row in full] \
                 if full is not None else [[] for _ in range(n)]
         else:
-            inputs, displays = load_image_files(args.images, trained.image_size)
+            inputs, _ = load_image_files(args.images, trained.image_size, keep_originals=False)
+            displays = (read_image(p) for p in args.images)  # streamed: one original at a time
             labels = [str(p) for p in args.images]
             files = [f"{i:03d}_{Path(p).stem}.png" for i, p in enumerate(args.images)]
             boxes = np.zeros((0, 6), dtype=np.int64)

@@ -43,7 +43,7 @@ def predict_files(
     transform = DeviceTransform(torch.device(device))
     chunks = [np.zeros((0, num_classes), dtype=np.float32)]
     for start in range(0, len(paths), BATCH):  # streamed: one batch of decoded images at a time
-        inputs, _ = load_image_files(paths[start:start + BATCH], trained.image_size)
+        inputs, _ = load_image_files(paths[start:start + BATCH], trained.image_size, keep_originals=False)
         split = Split(inputs, None, LabelStore(np.zeros((len(inputs), num_classes), dtype=np.int8)))
         chunks.append(predict(trained.model, ArrayLoader(split, BATCH), transform))
     scores = np.concatenate(chunks)
