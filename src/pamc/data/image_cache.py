@@ -77,14 +77,14 @@ def to_rgb8(im: Image.Image) -> Image.Image:
             a = _min_max(a.astype(np.float64))
         else:
             a = (np.clip(a, 0, 65535) * 255 + 32767) // 65535
-        return Image.fromarray(a.astype(np.uint8), "L").convert("RGB")
+        return Image.fromarray(a.astype(np.uint8)).convert("RGB")  # 2-D uint8: mode L
     if im.mode == "F":
         a = np.nan_to_num(np.asarray(im, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
         if a.size and (a.min() < 0 or a.max() > 1):
             a = _min_max(a)
         else:
             a = np.rint(a * 255)
-        return Image.fromarray(a.astype(np.uint8), "L").convert("RGB")
+        return Image.fromarray(a.astype(np.uint8)).convert("RGB")  # 2-D uint8: mode L
     return im.convert("RGB")
 
 

@@ -382,7 +382,9 @@ INDEX_META = "index.json"
 def index_key(cfg: DataConfig, root: Path) -> str:
     """What the parsed index depends on: dataset, root and the parsing options."""
     test_csv = str(Path(cfg.test_csv).expanduser().resolve()) if cfg.test_csv else None
-    return _digest(INDEX_FORMAT, cfg.dataset, str(root.resolve()), cfg.voc_difficult, test_csv, cfg.val_fraction)
+    outside = ("allow_outside_root",) if cfg.allow_outside_root else ()  # an index checked without it
+    return _digest(INDEX_FORMAT, cfg.dataset, str(root.resolve()), cfg.voc_difficult, test_csv, cfg.val_fraction,
+                   *outside)
 
 
 def save_index(parsed: ParsedDataset, folder: Path, key: str) -> None:
