@@ -183,3 +183,20 @@ def test_index_renders_in_headless_chromium(runs, tmp_path) -> None:
     # the page background is near-white; the rendered figures bring saturated heatmap colours
     saturation = pixels.max(axis=2).astype(int) - pixels.min(axis=2)
     assert (saturation > 100).mean() > 0.01
+
+
+def test_predict_streams_its_images_one_batch_at_a_time(runs, image_files, monkeypatch) -> None:
+    """70 images (two batches of 64 at most): never more than one batch is decoded at once, and the
+    scores are those of predicting each image on its own."""
+    import pamc.explain.predict as predict_module
+
+    paths = [image_files[i % 3] for i in range(70)]
+    run, batches = predict_module.predict, []
+    monkeypatch.setattr(predict_module, "predict", lambda model, loader, transform: (
+        batches.append(len(loader.split)), run(model, loader, transform))[1])
+    batched = predict_module.predict_files(runs["full"], paths, top_k=1)
+    assert batches == [64, 6]
+    alone = [predict_module.predict_files(runs["full"], [p], top_k=1)["images"][0]["scores"] for p in image_files]
+    for i, entry in enumerate(batched["images"]):
+        for name, score in entry["scores"].items():
+            assert score == pytest.approx(alone[i % 3][name], abs=1e-6)

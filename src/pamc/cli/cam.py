@@ -47,6 +47,7 @@ class Cam:
             Panel, boost, compute_cams, load_image_files, model_image_size, pooled_scores,
             save_overlay_figure, score_title, select_classes, write_index,
         )
+        from pamc.explain.cam import read_image
         from pamc.models import BoostLU
 
         if bool(args.images) == bool(args.dataset_split):
@@ -72,7 +73,8 @@ class Cam:
             truth = [[names[c] for c in np.flatnonzero(row == 1)] for row in full] \
                 if full is not None else [[] for _ in range(n)]
         else:
-            inputs, displays = load_image_files(args.images, model_image_size(trained.config))
+            inputs, _ = load_image_files(args.images, model_image_size(trained.config), keep_originals=False)
+            displays = (read_image(p) for p in args.images)  # streamed: one original at a time
             labels = [str(p) for p in args.images]
             files = [f"{i:03d}_{Path(p).stem}.png" for i, p in enumerate(args.images)]
             boxes = np.zeros((0, 6), dtype=np.int64)
@@ -80,8 +82,9 @@ class Cam:
 
         cams = compute_cams(model, inputs)
         model_cams = cams.boosted()  # the CAM the model pools at its inference alpha
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
+        from pamc.engine.checkpoint import make_dirs
+
+        out = make_dirs(Path(args.out))
         items = []
         for i, image in enumerate(displays):
             classes = select_classes(cams.scores[i], names, top_k=args.top_k, names=args.classes)

@@ -26,6 +26,13 @@ def check_label_values(labels: np.ndarray, what: str = "labels") -> None:
         raise DataError(f"{what}: value {labels[row, col].item()!r} at row {row}, class {col} is not one of -1, 0, 1")
 
 
+def check_observed(name: str, any_observed: bool) -> None:
+    """A training split where every label is unobserved cannot be trained on: a :class:`DataError`."""
+    if not any_observed:
+        raise DataError(f"{name}: the training split has no observed label (every label is unobserved); "
+                        "there is nothing to train on")
+
+
 def observe(
     full: np.ndarray,
     num_pos: int = 1,

@@ -18,6 +18,7 @@ commit. Both writes are atomic (:func:`~pamc.engine.checkpoint.atomic_write`).
 
 from __future__ import annotations
 
+import io
 import json
 import pickle
 import random
@@ -123,7 +124,9 @@ def save_last(
         "rng": state.rng,
         "hooks": state.hooks,
     }
-    atomic_write(run_dir / name, lambda tmp: torch.save(payload, tmp))
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    atomic_write(run_dir / name, buffer.getbuffer())
     extra = {"epoch": state.progress.epoch, "step": state.progress.step, "global_step": state.global_step,
              "state_file": name, "token": token}
     try:
@@ -169,8 +172,19 @@ def load_last(run_dir: Path) -> tuple[Checkpoint, TrainingState]:
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{state_path} is a malformed training state ({exc})") from None
     if (not isinstance(state.hooks, dict) or not all(isinstance(v, dict) for v in state.hooks.values())
-            or state.progress.epoch < 1 or state.progress.step < 0):
+            or type(state.progress.epoch) is not int or type(state.progress.step) is not int):
         raise CheckpointError(f"{state_path} is a malformed training state")
+    epochs, at = ckpt.config.train.epochs, state.progress
+    best_epoch = state.hooks.get("selection", {}).get("best_epoch", 0)
+    if not all(type(v) is int for v in (at.epoch, at.step, state.global_step, best_epoch)) or not (
+            1 <= at.epoch <= epochs + 1 and at.step >= 0 and (at.epoch <= epochs or at.step == 0)
+            and state.global_step >= at.step and 0 <= best_epoch < at.epoch):
+        raise CheckpointError(f"{state_path} holds an impossible position for a run of {epochs} epochs "
+                              f"(epoch {at.epoch}, step {at.step}, global step {state.global_step}, "
+                              f"best epoch {best_epoch})")
+    if (ckpt.extra.get("epoch"), ckpt.extra.get("step")) != (at.epoch, at.step):
+        raise CheckpointError(f"{state_path} is at epoch {at.epoch}, step {at.step}, but {path} records "
+                              f"epoch {ckpt.extra.get('epoch')}, step {ckpt.extra.get('step')}")
     return ckpt, state
 
 

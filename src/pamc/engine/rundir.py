@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import yaml
 
-from pamc.config import RunConfig, load_config, replace
+from pamc.config import RunConfig, checkpoint_config, load_config, replace
 from pamc.engine.checkpoint import (
     Checkpoint, atomic_write_text, check_compatible, load_checkpoint, load_model_state, save_checkpoint,
 )
@@ -329,6 +329,7 @@ def load_trained(run: str | Path | RunDir, device: torch.device | str = "cpu", *
     run_dir = run if isinstance(run, RunDir) else RunDir(run) if Path(run).is_dir() else None
     path = run_dir.best_path if run_dir is not None else Path(run)
     ckpt = load_checkpoint(path)
-    bundle = _dataset_of(ckpt.config, ckpt.class_names, path, data_root) if with_dataset else None
+    cfg = checkpoint_config(ckpt.config)  # the metadata came with the file: it sets no writes, no bounds
+    bundle = _dataset_of(cfg, ckpt.class_names, path, data_root) if with_dataset else None
     model = restore_model(ckpt, path).to(device).eval()
-    return TrainedRun(model, ckpt.config, ckpt.class_names, path, run_dir, bundle)
+    return TrainedRun(model, cfg, ckpt.class_names, path, run_dir, bundle)

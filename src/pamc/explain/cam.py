@@ -36,13 +36,17 @@ def read_image(path: str | Path) -> np.ndarray:
     """An image file as uint8 (H, W, 3) RGB."""
     from PIL import Image, UnidentifiedImageError
 
+    from pamc.data.image_cache import ImageTooLarge, open_image, to_rgb8
+
     path = Path(path)
     if not path.is_file():
         raise DataError(f"image not found: {path}")
     try:
-        with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
-    except (UnidentifiedImageError, OSError) as exc:
+        with open_image(path) as img:
+            return np.asarray(to_rgb8(img), dtype=np.uint8).copy()
+    except ImageTooLarge as exc:
+        raise DataError(str(exc)) from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise DataError(f"cannot read image {path}: {exc}") from None
 
 
@@ -54,11 +58,20 @@ def resize_for_model(image: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(resized, dtype=np.uint8).transpose(2, 0, 1).copy()
 
 
-def load_image_files(paths: Sequence[str | Path], size: int) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Model inputs (N, 3, size, size) uint8 and the original (H, W, 3) images, for display."""
-    originals = [read_image(p) for p in paths]
-    inputs = np.stack([resize_for_model(img, size) for img in originals]) if originals else \
-        np.zeros((0, 3, size, size), dtype=np.uint8)
+def load_image_files(paths: Sequence[str | Path], size: int,
+                     keep_originals: bool = True) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Model inputs (N, 3, size, size) uint8 and the original (H, W, 3) images, for display.
+
+    Images are read one at a time; with ``keep_originals=False`` each original is dropped once
+    resized (the list is empty), so memory holds the small model inputs only.
+    """
+    inputs = np.zeros((len(paths), 3, size, size), dtype=np.uint8)
+    originals = []
+    for i, path in enumerate(paths):
+        image = read_image(path)
+        inputs[i] = resize_for_model(image, size)
+        if keep_originals:
+            originals.append(image)
     return inputs, originals
 
 
