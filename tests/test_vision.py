@@ -212,6 +212,7 @@ def test_converted_timm_models_have_the_same_logits(name: str, kwargs: dict[str,
     _assert_same_logits(model, f"timm:{name}", size)
 
 
+@pytest.mark.slow
 def test_converted_torchvision_efficientnet_has_the_same_logits() -> None:
     """Squeeze-excitation pools inside the blocks; the head's pooling is the last one."""
     model = _randomise(torchvision.models.efficientnet_b0(weights=None, num_classes=NUM_CLASSES))
