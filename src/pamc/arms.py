@@ -161,7 +161,8 @@ def _run_parallel(specs: Sequence[ArmRun], sources: list[Path | None], deps: dic
     ctx = multiprocessing.get_context("spawn")  # torch and fork do not mix
     events = ctx.Queue()
     inboxes = [ctx.Queue() for _ in range(jobs)]
-    workers = [ctx.Process(target=_worker, args=(inbox, events, w, os.getpid()), daemon=True,
+    level = logging.getLogger().level
+    workers = [ctx.Process(target=_worker, args=(inbox, events, w, os.getpid(), level), daemon=True,
                            name=f"pamc-arm-{w}") for w, inbox in enumerate(inboxes)]
     pending = list(todo)
     busy: dict[int, int] = {}  # worker -> spec index
@@ -246,11 +247,17 @@ class _Forward(Callback):
         self._send("on_epoch_end", epoch, metrics)
 
 
-def _worker(inbox: Any, events: Any, worker: int, parent: int) -> None:
+def _stopped(*_: Any) -> None:
+    logging.disable(logging.CRITICAL)  # the parent reports the arm that failed, this one says nothing
+    sys.exit(143)
+
+
+def _worker(inbox: Any, events: Any, worker: int, parent: int, log_level: int) -> None:
     """Run the specs sent to ``inbox`` until ``None``; SIGTERM unwinds (so a run cleans up)."""
     import torch
 
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
+    signal.signal(signal.SIGTERM, _stopped)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     events.cancel_join_thread()  # exiting never waits on progress the parent no longer reads
     torch.set_num_threads(1)
