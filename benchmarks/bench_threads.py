@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             rates[cell].append(rate)
             loads[cell].append((before, after))
             print(f"  repeat {rep}: {cell[0]:>13} {cell[1]} thread(s) {'busy ' if cell[2] else 'quiet'}: "
-                  f"{rate:7.1f} img/s (load {before:.1f} -> {after:.1f})", flush=True)
+                  f"{rate:8.3g} img/s (load {before:.1f} -> {after:.1f})", flush=True)
     print()
     print("| scale | condition | " + " | ".join(f"{t} thread{'s' if t > 1 else ''} img/s" for t in thread_counts)
           + (f" | {thread_counts[-1]}/{thread_counts[0]} |" if len(thread_counts) > 1 else " |") + " load avg (min-max) |")
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             med = [statistics.median(rates[(s, t, busy)]) for t in thread_counts]
             seen = [x for t in thread_counts for pair in loads[(s, t, busy)] for x in pair]
             ratio = f" | {med[-1] / med[0]:.2f}x" if len(med) > 1 else ""
-            print(f"| {s} | {'1 busy process' if busy else 'quiet'} | " + " | ".join(f"{m:.1f}" for m in med)
+            print(f"| {s} | {'1 busy process' if busy else 'quiet'} | " + " | ".join(f"{m:.3g}" for m in med)
                   + f"{ratio} | {min(seen):.1f}-{max(seen):.1f} |")
             table.append({"scale": s, "busy": busy, "median_images_per_s": dict(zip(thread_counts, med)),
                           "runs": {t: rates[(s, t, busy)] for t in thread_counts},
