@@ -579,6 +579,11 @@ CASES = [
     Case("demo-output-under-file", lambda c: ["demo", "--quick", "--seeds", "1", "--no-progress",
                                               "-o", str(Path(c.file("somefile", "x")) / "demo")],
          "cannot write to output directory"),
+    Case("demo-jobs-zero", lambda c: ["demo", "--jobs", "0", "-o", str(c.out)], "expected a positive integer, got '0'"),
+    Case("zoo-threads-bad", lambda c: ["zoo", "--threads", "two", "-o", str(c.out)],
+         "expected 'auto' or a positive integer, got 'two'"),
+    Case("train-threads-zero", lambda c: ["train", *TINY, "--threads", "0", "-o", str(c.out)],
+         "expected 'auto' or a positive integer, got '0'"),
 ]
 
 CASES += [

@@ -138,6 +138,7 @@ class TrainConfig:
     channels_last: bool = True
     compile: bool = False
     frozen_features: bool = False  # cache backbone feature maps once, train only the CAM head
+    threads: int | Literal["auto"] = "auto"  # intra-op threads (pamc.engine.threads; README: thread table)
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, f"train.epochs must be >= 1, got {self.epochs}")
@@ -147,6 +148,7 @@ class TrainConfig:
         _check(_finite(self.weight_decay) and self.weight_decay >= 0, "train.weight_decay must be >= 0")
         _check(self.checkpoint_every_steps >= 0,
                f"train.checkpoint_every_steps must be >= 0, got {self.checkpoint_every_steps}")
+        _check(self.threads == "auto" or self.threads >= 1, f"train.threads must be 'auto' or >= 1, got {self.threads!r}")
 
 
 @dataclass(frozen=True)

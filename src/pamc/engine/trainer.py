@@ -40,6 +40,7 @@ from pamc.engine.hooks import (
 from pamc.engine.precision import Precision, eval_autocast, maybe_compile
 from pamc.engine.resume import EpochProgress, TrainingState, capture_rng, config_mismatch, restore_rng
 from pamc.engine.rundir import RunDir, RunResults, TrainedRun, make_model, restore_model
+from pamc.engine.threads import intra_op_threads, resolve_threads
 from pamc.errors import CheckpointError, PamcError, TrainingError
 from pamc.evaluation import MultiLabelEvaluator
 from pamc.losses import PartialLabelLoss, create_loss, resolve_method_params
@@ -279,8 +280,14 @@ def fit(
 
     With ``resume=True``, ``cfg.output_dir`` is an interrupted run and training continues exactly
     where its ``last`` checkpoint stopped. A run that fails before its first ``last`` checkpoint
-    leaves no run directory behind.
+    leaves no run directory behind. The run uses ``train.threads`` intra-op threads (the
+    caller's count is restored afterwards).
     """
+    with intra_op_threads(resolve_threads(cfg.train.threads, deterministic=cfg.train.deterministic)):
+        return _fit(cfg, dataset, callbacks, resume)
+
+
+def _fit(cfg: RunConfig, dataset: DatasetBundle | None, callbacks: Sequence[Callback], resume: bool) -> RunResult:
     criterion = create_loss(cfg.method.name, **resolve_method_params(cfg.method.name, cfg.data.dataset, cfg.method.params))
     dist_ctx, device = init_distributed(resolve_device(cfg.train.device))
     if resume and dist_ctx.enabled:
