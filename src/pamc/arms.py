@@ -20,6 +20,7 @@ from typing import Any
 from pamc.config import RunConfig, replace
 from pamc.data import DatasetBundle, build_dataset
 from pamc.engine import RunDir, RunResults, evaluate_at_alphas, fit, load_trained
+from pamc.errors import PamcError
 
 log = logging.getLogger(__name__)
 
@@ -91,14 +92,16 @@ def run_arm(spec: ArmRun, source: Path | None = None, *, dataset: DatasetBundle 
     )
     if spec.run_dir is not None:
         run = RunDir.create(spec.run_dir)
-        run.write_config(spec.config)
-        run.write_results(results)
+        with run.discard_on_failure():
+            run.write_config(spec.config)
+            run.write_results(results)
     return results
 
 
 def run_arms(specs: Sequence[ArmRun], *, dataset: DatasetBundle | None = None,
              callbacks_for: Callable[[str, int], Sequence[Any]] | None = None) -> list[RunResults]:
-    """Results of every spec, in order: a finished run directory is read, not run again.
+    """Results of every spec, in order: a finished run directory is read, not run again (and
+    refused if it was trained with another config); no existing run is ever removed.
 
     With a shared ``dataset``, its training labels are put back to their first state before
     each training run (label-correcting methods edit them), as if each arm built its own.
@@ -110,6 +113,7 @@ def run_arms(specs: Sequence[ArmRun], *, dataset: DatasetBundle | None = None,
         if spec.reuse is None:
             trained[(spec.arm, spec.seed)] = Path(spec.config.output_dir)
         if spec.run_dir is not None and RunDir(spec.run_dir).is_finished:
+            _check_same_config(RunDir(spec.run_dir), spec.config)
             log.info("%s seed %d: finished before, skipped", spec.arm, spec.seed)
             results.append(RunDir(spec.run_dir).read_results())
             continue
@@ -120,3 +124,10 @@ def run_arms(specs: Sequence[ArmRun], *, dataset: DatasetBundle | None = None,
         results.append(run_arm(spec, source, dataset=dataset, callbacks=callbacks))
         log.info("%s seed %d: test mAP %.2f", spec.arm, spec.seed, results[-1].test_map)
     return results
+
+
+def _check_same_config(run: RunDir, cfg: RunConfig) -> None:
+    """Refuse to reuse a finished run whose config is not ``cfg``."""
+    if run.read_config().to_dict() != replace(cfg, output_dir=str(run.path)).to_dict():
+        raise PamcError(f"{run.path} holds a finished run with another config; "
+                        "choose another --output-dir (pamc never removes an existing run)")

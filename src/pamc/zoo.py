@@ -19,7 +19,6 @@ number of positives is the training pool's mean (Cole et al. use the dataset sta
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -95,8 +94,6 @@ def run_zoo(
     """Train every zoo row for every seed; write ``runs/`` and ``results.md``/``results.csv``."""
     output_dir = Path(output_dir)
     runs = output_dir / "runs"
-    if runs.exists():  # the zoo owns this folder
-        shutil.rmtree(runs)
     base = base if base is not None else zoo_config(quick)
     bundle = build_dataset(base.data)
     full = bundle.train.full

@@ -274,12 +274,14 @@ def fit(
     dataset: DatasetBundle | None = None,
     callbacks: Sequence[Callback] = (LoggingCallback(),),
     resume: bool = False,
+    overwrite: bool = False,
 ) -> RunResult:
     """Train, select on validation mAP, test the selected checkpoint; write the run directory.
 
     With ``resume=True``, ``cfg.output_dir`` is an interrupted run and training continues exactly
     where its ``last`` checkpoint stopped. A run that fails before its first ``last`` checkpoint
-    leaves no run directory behind.
+    leaves no run directory behind. ``overwrite`` replaces a previous pamc run in ``cfg.output_dir``
+    (see :meth:`RunDir.create`). The run directory is locked while this process writes it.
     """
     criterion = create_loss(cfg.method.name, **resolve_method_params(cfg.method.name, cfg.data.dataset, cfg.method.params))
     dist_ctx, device = init_distributed(resolve_device(cfg.train.device))
@@ -312,7 +314,10 @@ def fit(
         trainer.register(Checkpointer(run, model, cfg, bundle.class_names, criterion, select,
                                       cfg.train.checkpoint_every_steps), MetricsWriter(run), ProgressReporter(callbacks))
     if not resume:  # rank 0 creates the directory (and remembers what it created)
-        run = run_on_main(lambda: RunDir.create(run.path), dist_ctx) or run
+        run = run_on_main(lambda: RunDir.create(run.path, overwrite=overwrite), dist_ctx) or run
+    else:  # refused while another process writes the run; then its orphan temporaries go
+        run.lock()
+        run.remove_temp_files()
     with run.discard_on_failure() if dist_ctx.is_main else contextlib.nullcontext():
         if resumed is not None:
             trainer.load_training_state(resumed, run.last_path)
