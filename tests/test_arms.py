@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import pickle
 
+import pytest
+
 from pamc.arms import Arm, plan, run_arms, slug
 from pamc.config import config_from_dict
 from pamc.data import build_dataset
 from pamc.engine import RunDir
+from pamc.errors import PamcError
 
 BASE = config_from_dict({"data": {"synthetic": {"num_train": 40, "num_test": 20, "image_size": 32}},
                          "model": {"backbone": "smallcnn"}, "train": {"epochs": 1, "batch_size": 8}})
@@ -39,3 +42,10 @@ def test_runner_trains_reuses_and_skips_finished_runs(tmp_path):
     stamp = (tmp_path / "an-seed0" / "best.safetensors").stat().st_mtime_ns
     assert run_arms(specs, dataset=bundle) == first  # both finished: read back, nothing retrained
     assert (tmp_path / "an-seed0" / "best.safetensors").stat().st_mtime_ns == stamp
+    # a finished run of another config is refused, never removed or retrained
+    other = plan(ARMS[:1], [0], config_from_dict({**BASE.to_dict(), "train": {"epochs": 1, "batch_size": 4}}),
+                 tmp_path, lambda method: {})
+    before = {p: p.read_bytes() for p in (tmp_path / "an-seed0").iterdir()}
+    with pytest.raises(PamcError, match="an-seed0 holds a finished run with another config"):
+        run_arms(other, dataset=bundle)
+    assert {p: p.read_bytes() for p in (tmp_path / "an-seed0").iterdir()} == before

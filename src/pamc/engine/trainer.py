@@ -293,7 +293,7 @@ def fit(
     precision = Precision.from_config(cfg.train, device)
     precision.prepare_model(model)
     run = RunDir.for_resume(cfg.output_dir) if resume else RunDir(cfg.output_dir)
-    resumed = _resume_point(run, model, cfg, bundle) if resume else None
+    resumed = _locked_resume_point(run, model, cfg, bundle) if resume else None
     criterion.bind(bundle.train.observed, cfg.train.epochs)  # the label store itself, never densified
     criterion.to(device)
     if dist_ctx.enabled:  # LL's top-k, ROLE's estimates and APL's predictions span all ranks
@@ -315,9 +315,6 @@ def fit(
                                       cfg.train.checkpoint_every_steps), MetricsWriter(run), ProgressReporter(callbacks))
     if not resume:  # rank 0 creates the directory (and remembers what it created)
         run = run_on_main(lambda: RunDir.create(run.path, overwrite=overwrite), dist_ctx) or run
-    else:  # refused while another process writes the run; then its orphan temporaries go
-        run.lock()
-        run.remove_temp_files()
     with run.discard_on_failure() if dist_ctx.is_main else contextlib.nullcontext():
         if resumed is not None:
             trainer.load_training_state(resumed, run.last_path)
@@ -345,6 +342,18 @@ def _inputs(cfg: RunConfig, model: CAMClassifier, bundle: DatasetBundle, precisi
     if cfg.train.frozen_features:  # pamc.engine.frozen
         return cache_frozen_features(model, bundle, transform)
     return model, bundle, transform
+
+
+def _locked_resume_point(run: RunDir, model: nn.Module, cfg: RunConfig, bundle: DatasetBundle) -> TrainingState:
+    """:func:`_resume_point` with the run locked (refused while another process writes it) and
+    its orphan temporaries removed; the lock is released if this fails."""
+    run.lock()
+    try:
+        run.remove_temp_files()
+        return _resume_point(run, model, cfg, bundle)
+    except BaseException:
+        run.release()
+        raise
 
 
 def _resume_point(run: RunDir, model: nn.Module, cfg: RunConfig, bundle: DatasetBundle) -> TrainingState:
