@@ -316,9 +316,10 @@ class RunDir:
         The run's lock is released on leaving, either way."""
         try:
             yield
-        except BaseException:
-            if self.has_last:
-                log.warning("run stopped; %s is kept for --resume", self.last_path)
+        except BaseException as exc:
+            if self.has_last:  # an error's own line is the message; an interrupt gets this one
+                log.log(logging.INFO if isinstance(exc, PamcError) else logging.WARNING,
+                        "run stopped; %s is kept for --resume", self.last_path)
                 self.release()
             elif self.created is not None:
                 self.release()
