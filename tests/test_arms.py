@@ -130,3 +130,10 @@ def test_runner_trains_reuses_and_skips_finished_runs(tmp_path):
     stamp = (tmp_path / "an-seed0" / "best.safetensors").stat().st_mtime_ns
     assert run_arms(specs, dataset=bundle) == first  # both finished: read back, nothing retrained
     assert (tmp_path / "an-seed0" / "best.safetensors").stat().st_mtime_ns == stamp
+    # a finished run of another config is refused, never removed or retrained
+    other = plan(REUSE_ARMS[:1], [0], config_from_dict({**BASE.to_dict(), "train": {"epochs": 1, "batch_size": 4}}),
+                 tmp_path, lambda method: {})
+    before = {p: p.read_bytes() for p in (tmp_path / "an-seed0").iterdir()}
+    with pytest.raises(PamcError, match="an-seed0 holds a finished run with another config"):
+        run_arms(other, dataset=bundle)
+    assert {p: p.read_bytes() for p in (tmp_path / "an-seed0").iterdir()} == before

@@ -101,14 +101,16 @@ def run_arm(spec: ArmRun, source: Path | None = None, *, dataset: DatasetBundle 
     )
     if spec.run_dir is not None:
         run = RunDir.create(spec.run_dir)
-        run.write_config(spec.config)
-        run.write_results(results)
+        with run.discard_on_failure():
+            run.write_config(spec.config)
+            run.write_results(results)
     return results
 
 
 def run_arms(specs: Sequence[ArmRun], *, dataset: DatasetBundle | None = None,
              callbacks_for: Callable[[str, int], Sequence[Any]] | None = None, jobs: int = 1) -> list[RunResults]:
-    """Results of every spec, in order: a finished run directory is read, not run again.
+    """Results of every spec, in order: a finished run directory is read, not run again (and
+    refused if it was trained with another config); no existing run is ever removed.
 
     With ``jobs > 1`` up to ``jobs`` specs run at once, each in a worker process that builds
     its own dataset; progress reaches ``callbacks_for(arm, seed)`` in this process. An arm
@@ -131,6 +133,7 @@ def run_arms(specs: Sequence[ArmRun], *, dataset: DatasetBundle | None = None,
             deps[i] = source
         sources.append(Path(specs[source].config.output_dir) if source is not None else None)
         if spec.run_dir is not None and RunDir(spec.run_dir).is_finished:
+            _check_same_config(RunDir(spec.run_dir), spec.config)
             log.info("%s seed %d: finished before, skipped", spec.arm, spec.seed)
             results[i] = RunDir(spec.run_dir).read_results()
     todo = [i for i, r in enumerate(results) if r is None]
@@ -276,3 +279,10 @@ def _worker(inbox: Any, events: Any, worker: int, parent: int, log_level: int) -
             events.put(("error", worker, index, str(exc)))
         except Exception:
             events.put(("crash", worker, index, traceback.format_exc()))
+
+
+def _check_same_config(run: RunDir, cfg: RunConfig) -> None:
+    """Refuse to reuse a finished run whose config is not ``cfg``."""
+    if run.read_config().to_dict() != replace(cfg, output_dir=str(run.path)).to_dict():
+        raise PamcError(f"{run.path} holds a finished run with another config; "
+                        "choose another --output-dir (pamc never removes an existing run)")

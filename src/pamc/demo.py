@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import statistics
 from pathlib import Path
 from typing import Any, Sequence
@@ -76,8 +75,6 @@ def run_demo(
     (default: the demo config's one); return and write the table (Markdown and JSON)."""
     output_dir = Path(output_dir)
     runs = output_dir / "runs"
-    if runs.exists():  # the demo owns this folder: a re-run replaces the previous demo's runs
-        shutil.rmtree(runs)
     base = demo_config(quick) if threads is None else replace(demo_config(quick), train__threads=threads)
     bundle = build_dataset(base.data)
     fn_rate = false_negative_rate(bundle.train.full, bundle.train.observed.to_numpy())  # small synthetic set

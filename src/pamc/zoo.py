@@ -19,7 +19,6 @@ number of positives is the training pool's mean (Cole et al. use the dataset sta
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -97,8 +96,6 @@ def run_zoo(
     ``results.md``/``results.csv``."""
     output_dir = Path(output_dir)
     runs = output_dir / "runs"
-    if runs.exists():  # the zoo owns this folder
-        shutil.rmtree(runs)
     base = base if base is not None else zoo_config(quick)
     bundle = build_dataset(base.data)
     full = bundle.train.full

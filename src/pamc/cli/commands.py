@@ -49,6 +49,8 @@ class Train:
                        help="override any config key, e.g. --set method.params.delta_rel=0.3 (YAML value)")
         p.add_argument("--resume", metavar="RUN_DIR",
                        help="continue an interrupted run exactly where it stopped (uses RUN_DIR/config.yaml)")
+        p.add_argument("--overwrite", action="store_true",
+                       help="replace a previous pamc run in --output-dir (only pamc's files of it)")
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
         p.set_defaults(run=Train.run)
 
@@ -84,9 +86,12 @@ class Train:
             if args.config or Train.overrides(args):
                 raise PamcError("--resume continues a run with its own config.yaml; "
                                 "drop the other config flags")
+            if args.overwrite:
+                raise PamcError("--overwrite starts a new run; it cannot be combined with --resume")
             result = fit(RunDir.for_resume(args.resume).read_config(), callbacks=progress, resume=True)
         else:
-            result = fit(load_config(args.config, Train.overrides(args)), callbacks=progress)
+            result = fit(load_config(args.config, Train.overrides(args)), callbacks=progress,
+                         overwrite=args.overwrite)
         from pamc.engine.distributed import is_main_process  # torchrun: only rank 0 reports
 
         if is_main_process():
