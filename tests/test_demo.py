@@ -63,22 +63,27 @@ def test_quick_demo_writes_tables(tmp_path, capsys):
 @pytest.mark.slow
 def test_demo_runs_on_a_real_dataset_reader(tmp_path, capsys):
     from dataset_fixtures import make_coco
+    from test_pretrain import tiny_config
+
+    from pamc.pretrain import disjoint_task, pretrained_backbone
 
     make_coco(tmp_path / "coco")
+    weights = pretrained_backbone(disjoint_task(tiny_config()), tmp_path / "cache")  # a small stand-in start
     out = tmp_path / "demo"
-    assert main(["demo", "--quick", "--no-progress", "-o", str(out), "--dataset", "coco",
+    assert main(["demo", "--quick", "--no-progress", "-o", str(out), "--dataset", "coco2014",
+                 "--pretrained", str(weights),
                  "--data-root", str(tmp_path / "coco"), "--set", "data.image_size=32",
                  "--set", "train.epochs=1", "--set", "train.batch_size=8"]) == 0
     table = json.loads((out / "results.json").read_text())
-    assert table["dataset"] == "coco" and [r["arm"] for r in table["rows"]] == ARMS
+    assert table["dataset"] == "coco2014" and [r["arm"] for r in table["rows"]] == ARMS
     cfg = RunDir(out / "runs" / "an-seed0").read_config()
-    assert cfg.data.dataset == "coco" and cfg.data.image_size == 32 and cfg.train.epochs == 1
-    assert cfg.model.pretrained.endswith("backbone.safetensors")
+    assert cfg.data.dataset == "coco2014" and cfg.data.image_size == 32 and cfg.train.epochs == 1
+    assert cfg.model.pretrained == str(weights) and table["pretrained"] == str(weights)
 
 
 def test_demo_dataset_needs_a_root(capsys):
-    assert main(["demo", "--dataset", "coco"]) == 2
-    assert capsys.readouterr().err.strip() == "pamc: error: --dataset coco needs --data-root"
+    assert main(["demo", "--dataset", "coco2014"]) == 2
+    assert capsys.readouterr().err.strip() == "pamc: error: --dataset coco2014 needs --data-root"
 
 
 COCO_MINI = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "coco2017-mini"
