@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 
 from pamc.config import RunConfig, replace
 from pamc.engine import RunDir, fit
+from pamc.errors import OutputError
 
 log = logging.getLogger(__name__)
 
@@ -68,15 +69,18 @@ def pretrained_backbone(cfg: RunConfig, cache_dir: str | Path) -> Path:
     """
     folder = Path(cache_dir) / f"{cfg.model.backbone.replace(':', '_')}-{cache_key(cfg)}"
     weights = folder / BACKBONE_FILE
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot write to output directory {folder}: {exc.strerror or exc}") from None
     with FileLock(str(folder / ".lock")):
         if weights.is_file():
             log.info("pretrained backbone from the cache: %s", weights)
             return weights
         run = folder / "run"
-        if not RunDir(run).is_finished:
+        if not RunDir(run).is_finished:  # an interrupted pretraining continues where it stopped
             log.info("pretraining %s on the disjoint task (scene seed %d) in %s",
                      cfg.model.backbone, cfg.data.synthetic.seed, run)
-            fit(replace(cfg, output_dir=str(run)), callbacks=())
+            fit(replace(cfg, output_dir=str(run)), callbacks=(), resume=RunDir(run).has_last)
         extract_backbone(RunDir(run).best_path, weights)
     return weights
