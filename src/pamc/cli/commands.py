@@ -121,7 +121,7 @@ class Demo:
 
     @staticmethod
     def add_parser(sub: Any) -> None:
-        p = sub.add_parser("demo", help="run the BoostLU demo on synthetic data", description=Demo.__doc__)
+        p = sub.add_parser("demo", help="run the BoostLU demo (synthetic scenes or --dataset)", description=Demo.__doc__)
         p.add_argument("--output-dir", "-o", default="demo-output")
         p.add_argument("--seeds", type=int, default=2, help="number of training seeds (>= 2)")
         p.add_argument("--quick", action="store_true", help="a smoke run of under a minute")
