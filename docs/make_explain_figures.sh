@@ -8,7 +8,8 @@
 # Trainings whose run directory already holds test_results.json are not repeated.
 #
 # 1. pretrains a smallcnn on full labels of *other* synthetic scenes (seed 7), standing in for
-#    the ImageNet-pretrained backbone both models of the paper start from;
+#    the ImageNet-pretrained backbone both models of the paper start from (the demo's
+#    pretraining, pamc.pretrain; cached in WORK_DIR/pretrained);
 # 2. fine-tunes it on the demo's synthetic scenes twice: full labels, and AN on one positive label;
 # 3. runs `pamc explain-gap`, `pamc alpha-sweep` and `pamc cam`;
 # 4. screenshots the figures and index.html in headless Chromium (skipped without Chromium).
@@ -32,15 +33,11 @@ train() {  # train NAME FLAGS... (skipped when the run exists)
   [ -f "$WORK/$name/test_results.json" ] || $PAMC train -c "$WORK/base.yaml" --no-progress -o "$WORK/$name" "$@"
 }
 
-train pretrain --method full --set data.synthetic.seed=7
-$PY - "$WORK/pretrain/best.safetensors" "$WORK/backbone.safetensors" <<'PYTHON'
-import sys
-from safetensors.torch import load_file, save_file
-state = load_file(sys.argv[1])
-save_file({k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}, sys.argv[2])
-PYTHON
-train full --method full --pretrained "$WORK/backbone.safetensors" --lr 0.001 --epochs 10
-train an --method an --pretrained "$WORK/backbone.safetensors" --lr 0.001 --epochs 10
+# the demo's cached pretraining (pamc.pretrain): full labels of synthetic scenes of seed 7
+BACKBONE=$($PY -c 'import sys; from pathlib import Path; from pamc.demo import resolve_pretrained
+print(resolve_pretrained("synthetic", "smallcnn", False, Path(sys.argv[1])))' "$WORK/pretrained")
+train full --method full --pretrained "$BACKBONE" --lr 0.001 --epochs 10
+train an --method an --pretrained "$BACKBONE" --lr 0.001 --epochs 10
 
 $PAMC explain-gap "$WORK/full" "$WORK/an" --alpha 5 --out "$WORK/gap" | tee "$WORK/gap.txt"
 $PAMC alpha-sweep "$WORK/an" --alpha 1,2,3,5,8,10 --out "$WORK/alpha_sweep_an.png" --json "$WORK/alpha_sweep_an.json"
