@@ -132,7 +132,8 @@ def _test_with_alpha(run_dir: Path, bundle: Any, alpha: float) -> float:
     model = restore_model(load_checkpoint(path), path)
     model.set_eval_alpha(alpha)
     device = next(model.parameters()).device
-    return evaluate(model, ArrayLoader(bundle.test, 256), DeviceTransform(device))["map"]
+    transform = DeviceTransform(device, model.input_spec.mean, model.input_spec.std)
+    return evaluate(model, ArrayLoader(bundle.test, 256), transform)["map"]
 
 
 def _slug(name: str) -> str:

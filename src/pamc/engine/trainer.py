@@ -304,8 +304,8 @@ def fit(
         criterion.bind_collective(ProcessGroupCollective(dist_ctx))
     generator = torch.Generator().manual_seed(cfg.train.seed + dist_ctx.rank)
     # the batch is written in the model's memory format into one reused buffer (see DeviceTransform)
-    transform = DeviceTransform(device, generator=generator, channels_last=precision.channels_last,
-                                reuse_output=True)
+    transform = DeviceTransform(device, model.input_spec.mean, model.input_spec.std, generator=generator,
+                                channels_last=precision.channels_last, reuse_output=True)
     frozen = cfg.train.frozen_features
     if frozen:  # the backbone runs once here; only the head trains (pamc.engine.frozen)
         model, bundle, transform = cache_frozen_features(model, bundle, transform)

@@ -143,7 +143,7 @@ def compute_cams(
     model.eval()
     alpha = model.eval_alpha if alpha is None else float(alpha)
     device = next(model.parameters()).device
-    transform = DeviceTransform(device)
+    transform = DeviceTransform(device, model.input_spec.mean, model.input_spec.std)
     raws = []
     for start in range(0, len(images), batch_size):
         batch = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size]))

@@ -40,7 +40,8 @@ def predict_files(
     inputs, _ = load_image_files(paths, trained.image_size)
     num_classes = len(trained.class_names)
     split = Split(inputs, None, LabelStore(np.zeros((len(inputs), num_classes), dtype=np.int8)))
-    scores = predict(trained.model, ArrayLoader(split, 64), DeviceTransform(torch.device(device)))
+    spec = trained.model.input_spec
+    scores = predict(trained.model, ArrayLoader(split, 64), DeviceTransform(torch.device(device), spec.mean, spec.std))
     names = trained.class_names
     images = []
     for path, row in zip(paths, scores):

@@ -15,7 +15,8 @@ from pamc.models import CAMClassifier
 def alpha_sweep(model: CAMClassifier, split: Split, alphas: Sequence[float], *, batch_size: int = 256) -> list[dict[str, Any]]:
     """``[{"alpha", "map"}]`` for each inference alpha; the model's own alpha is restored after."""
     device = next(model.parameters()).device
-    loader, transform = ArrayLoader(split, batch_size), DeviceTransform(device)
+    loader = ArrayLoader(split, batch_size)
+    transform = DeviceTransform(device, model.input_spec.mean, model.input_spec.std)
     original = model.eval_alpha
     rows = []
     try:

@@ -86,6 +86,14 @@ def check_state_dict(module: nn.Module, state: Mapping[str, Tensor], source: str
         raise CheckpointError(f"checkpoint {source} does not match {name}: " + ", ".join(problems))
 
 
+def read_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """The tensors of a checkpoint file, read safely, as :func:`load_pretrained` sees them."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file not found: {path}")
+    return _extract_state_dict(_read_file(path), path)
+
+
 def load_pretrained(module: nn.Module, path: str | Path) -> None:
     """Load backbone weights from ``path`` into ``module`` in place, strictly.
 
@@ -94,9 +102,7 @@ def load_pretrained(module: nn.Module, path: str | Path) -> None:
     Torch files are read with ``weights_only=True``; anything else is refused.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint file not found: {path}")
-    state = _extract_state_dict(_read_file(path), path)
+    state = read_state_dict(path)
     check_state_dict(module, state, path.name)
     module.load_state_dict(state, strict=True)
     logger.info("loaded %d tensors from %s into %s", len(state), path, type(module).__name__)
