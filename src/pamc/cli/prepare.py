@@ -12,7 +12,7 @@ class Prepare:
     @staticmethod
     def add_parser(sub: Any) -> None:
         p = sub.add_parser("prepare", help="index a dataset and build its image cache", description=Prepare.__doc__)
-        p.add_argument("dataset", help="voc2007, voc2012, coco2014, nuswide, cub, openimages-v3 or csv")
+        p.add_argument("dataset", help="voc2007, voc2012, coco2014, coco2017 (coco: either layout), nuswide, cub, openimages-v3 or csv")
         p.add_argument("--data-root", required=True, help="the dataset as downloaded (csv: the CSV file or its folder)")
         p.add_argument("--out", help="prepared folder (default: <data-root>/.pamc-cache); train with --set data.cache_dir=OUT")
         p.add_argument("--image-size", type=int, default=448, help="cache resolution (square)")

@@ -36,6 +36,8 @@ class DatasetDefaults:
 DATASET_DEFAULTS: dict[str, DatasetDefaults] = {
     "voc2012": DatasetDefaults(expected_num_pos=1.5, em_alpha=0.2, apl_beta=0.02, apl_warmup_epochs=5),
     "coco2014": DatasetDefaults(expected_num_pos=2.9, em_alpha=0.1, apl_beta=0.9, apl_warmup_epochs=5),
+    "coco2017": DatasetDefaults(expected_num_pos=2.9, em_alpha=0.1, apl_beta=0.9, apl_warmup_epochs=5),
+    "coco": DatasetDefaults(expected_num_pos=2.9, em_alpha=0.1, apl_beta=0.9, apl_warmup_epochs=5),
     "nuswide": DatasetDefaults(expected_num_pos=1.9, em_alpha=0.1, apl_beta=0.2, apl_warmup_epochs=4),
     "cub": DatasetDefaults(expected_num_pos=31.4, em_alpha=0.01, apl_beta=0.4, apl_warmup_epochs=3),
     "synthetic": DatasetDefaults(expected_num_pos=2.5, em_alpha=0.2, apl_beta=0.02, apl_warmup_epochs=5),
