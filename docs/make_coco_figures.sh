@@ -67,11 +67,15 @@ from pathlib import Path
 from PIL import Image
 from pamc.explain.screenshot import find_chromium, screenshot
 work, images = Path(sys.argv[1]), Path(sys.argv[2])
+for path in sorted(images.glob("coco_cam_*.png")):  # 256 colours: small files
+    with Image.open(path) as img:
+        small = img.convert("RGB").quantize(256)
+    small.save(path, optimize=True)
 if find_chromium() is None:
     print("Chromium not found: screenshot skipped (Debian: apt-get install chromium)")
 else:
     out = images / "screenshot_coco_cam_index.png"
-    screenshot(work / "cam_an_1" / "index.html", out, size=(1200, 700))
+    screenshot(work / "cam_an_3" / "index.html", out, size=(900, 620))  # the giraffe of fold 0
     with Image.open(out) as img:
         small = img.convert("RGB").quantize(256)
     small.save(out, optimize=True)
