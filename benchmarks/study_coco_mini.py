@@ -15,11 +15,13 @@ fold). Two regimes share the folds:
 For the C1 claim the raw CAMs of the full-label and the AN model of each fold and regime are
 compared on that fold's test photos, positive (image, class) pairs only, with the functions
 ``pamc explain-gap`` uses (CAM correlation, attribution ratio, share of the gap BoostLU closes).
+Arms that re-evaluate another arm's model at a BoostLU alpha (``reuse``) run its full model.
 
 In the frozen regime every run starts from the same ImageNet backbone in eval mode, so the
 feature maps of the 444 photos are computed once and shared by all runs (``SharedFeatures``).
 
-Resumable: a finished run (``test_results.json``) is read back, an interrupted one resumed.
+Resumable: the arms run through :func:`pamc.arms.run_arms`, so a finished run directory is read
+back; an interrupted one (a ``last`` checkpoint, no results) is resumed first.
 The script reports its wall and CPU time (summed over invocations) in ``results.md``.
 """
 
@@ -42,11 +44,10 @@ from pamc.data import build_dataset
 from pamc.data.adapters.common import parse_dataset
 from pamc.data.datasets import DatasetBundle, Split, split_indices
 from pamc.data.labels import LabelStore, false_negative_rate, observe
-from pamc.demo import BOOST_ALPHA, Arm, _test_with_alpha, ll_delta_rel_for
-from pamc.data import ArrayLoader, DeviceTransform
-from pamc.engine import evaluate, fit, frozen, load_checkpoint, restore_model, trainer
-from pamc.engine.resume import LAST_CHECKPOINT
-from pamc.engine.trainer import BEST_CHECKPOINT, TEST_RESULTS
+from pamc.arms import Arm, plan, run_arms
+from pamc.demo import BOOST_ALPHA, ll_delta_rel_for
+from pamc.data import DeviceTransform
+from pamc.engine import RunDir, fit, frozen, load_trained, trainer
 from pamc.explain.cam import compute_cams
 from pamc.explain.gap import attribution_gap
 from pamc.zoo import method_params
@@ -150,33 +151,10 @@ class SharedFeatures:
                                                 for n in ("train", "val", "test")})
         return frozen.HeadOnCachedFeatures(model), cached, frozen.FeatureTransform(transform.device)
 
-    def test_with_alpha(self, run_dir: Path, bundle: DatasetBundle, alpha: float) -> float:
-        """Test mAP of a trained frozen run at inference alpha ``alpha``, on the cached features."""
-        path = run_dir / BEST_CHECKPOINT
-        model = restore_model(load_checkpoint(path), path)
-        model.set_eval_alpha(alpha)
-        features = self.of(model, bundle.test)
-        split = dataclasses.replace(bundle.test, images=features)
-        return evaluate(frozen.HeadOnCachedFeatures(model), ArrayLoader(split, 256), frozen.FeatureTransform(torch.device("cpu")))["map"]
-
-
-def read_result(run_dir: Path) -> float:
-    return float(json.loads((run_dir / TEST_RESULTS).read_text())["test_map"])
-
-
-def train_arm(cfg: Any, bundle: DatasetBundle, observed: np.ndarray) -> float:
-    run_dir = Path(cfg.output_dir)
-    if (run_dir / TEST_RESULTS).exists():
-        return read_result(run_dir)
-    bundle.train.observed.load(observed)  # LL-Cp-style methods edit the labels they train on
-    resume = (run_dir / LAST_CHECKPOINT).exists()
-    log.info("training %s%s", run_dir, " (resumed)" if resume else "")
-    return fit(cfg, dataset=bundle, callbacks=(), resume=resume).test_map
-
 
 def gap_numbers(full_dir: Path, partial_dir: Path, split: Split, shared: "SharedFeatures | None" = None) -> dict[str, float]:
     """``pamc explain-gap``'s summary numbers for two trained runs on ``split``'s positives."""
-    models = [restore_model(load_checkpoint(d / BEST_CHECKPOINT), d / BEST_CHECKPOINT).eval() for d in (full_dir, partial_dir)]
+    models = [load_trained(d).model.eval() for d in (full_dir, partial_dir)]
     labels = split.full_rows(np.arange(len(split)))
     rows, classes = np.nonzero(labels == 1)
 
@@ -197,27 +175,28 @@ def gap_numbers(full_dir: Path, partial_dir: Path, split: Split, shared: "Shared
 
 def run_regime(regime: str, arms: list[Arm], base: Any, bundle: DatasetBundle, out: Path, fold: int,
                results: dict[str, Any], shared: "SharedFeatures | None" = None) -> None:
-    observed = bundle.train.observed.to_numpy().copy()
-    fn_rate = false_negative_rate(bundle.train.full, observed)
+    """Train (or read back, or resume) ``arms`` on fold ``fold`` through :mod:`pamc.arms`; the
+    fold is the seed, runs go to ``out/runs/<regime>/<arm>-seed<fold>``."""
+    fn_rate = false_negative_rate(bundle.train.full, bundle.train.observed.to_numpy())
     delta_rel = ll_delta_rel_for(base.train.epochs, fn_rate)
     expected_pos = float((bundle.train.full == 1).sum(1).mean())
     scores = results.setdefault(regime, {})
+    specs = plan(arms, [fold], base, out / "runs" / regime,
+                 lambda method: method_params(method, base.train.epochs, delta_rel, expected_pos))
+    initial = bundle.train.observed.state_dict()
+    for spec in specs:  # an interrupted run is resumed here; run_arms then reads it back
+        run = RunDir(spec.config.output_dir)
+        if spec.reuse is None and run.has_last and not run.is_finished:
+            log.info("resuming %s", run.path)
+            bundle.train.observed.load_state_dict(initial)
+            fit(spec.config, dataset=bundle, callbacks=(), resume=True)
+    bundle.train.observed.load_state_dict(initial)
     trained: dict[str, Path] = {}
-    for arm in arms:
-        run_dir = out / "runs" / regime / f"{arm.name.replace(' ', '').replace('(', '-').replace(')', '')}-fold{fold}"
-        if arm.reuse is not None:
-            key = f"{arm.name}@{fold}"
-            if f"{regime}:{key}" not in results.setdefault("_eval_only", {}):
-                test = shared.test_with_alpha if shared is not None else _test_with_alpha
-                results["_eval_only"][f"{regime}:{key}"] = test(trained[arm.reuse], bundle, arm.eval_alpha)
-            scores.setdefault(arm.name, {})[str(fold)] = results["_eval_only"][f"{regime}:{key}"]
-            continue
-        params = method_params(arm.method, base.train.epochs, delta_rel, expected_pos)
-        cfg = replace(base, method={"name": arm.method, "params": params}, model__train_alpha=arm.train_alpha,
-                      model__eval_alpha=arm.eval_alpha, output_dir=str(run_dir))
-        scores.setdefault(arm.name, {})[str(fold)] = train_arm(cfg, bundle, observed)
-        trained[arm.name] = run_dir
-        log.info("%s fold %d %s: test mAP %.2f", regime, fold, arm.name, scores[arm.name][str(fold)])
+    for spec, result in zip(specs, run_arms(specs, dataset=bundle)):
+        scores.setdefault(spec.arm, {})[str(fold)] = result.test_map
+        if spec.reuse is None:
+            trained[spec.arm] = Path(spec.config.output_dir)
+        log.info("%s fold %d %s: test mAP %.2f", regime, fold, spec.arm, result.test_map)
     gaps = results.setdefault(f"{regime}_gap", {})
     if "full" in trained and "an" in trained and str(fold) not in gaps:
         gaps[str(fold)] = gap_numbers(trained["full"], trained["an"], bundle.test, shared)

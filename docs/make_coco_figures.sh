@@ -55,7 +55,7 @@ i=0
 while IFS=$'\t' read -r photo cls; do
   i=$((i + 1))
   for model in full an; do
-    $PAMC cam "$RUNS/$model-fold0" "$photo" --classes "$cls" --side-by-side --alpha 5 --out "$WORK/cam_${model}_$i"
+    $PAMC cam "$RUNS/$model-seed0" "$photo" --classes "$cls" --side-by-side --alpha 5 --out "$WORK/cam_${model}_$i"
     cp "$WORK/cam_${model}_$i/000_$(basename "${photo%.*}").png" "$IMAGES/coco_cam_${model}_$i.png"
   done
 done < "$WORK/photos.txt"
