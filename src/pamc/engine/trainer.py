@@ -26,6 +26,7 @@ import yaml
 
 from pamc.config import RunConfig, replace
 from pamc.data import ArrayLoader, DatasetBundle, DeviceTransform, Split, build_dataset
+from pamc.data.catalog import resolve_data_facts
 from pamc.engine.callbacks import Callback, LoggingCallback
 from pamc.engine.checkpoint import (
     Checkpoint, atomic_write_text, check_compatible, load_checkpoint, load_model_state, save_checkpoint,
@@ -44,7 +45,7 @@ from pamc.engine.frozen import backbone_frozen_in, cache_frozen_features, freeze
 from pamc.engine.precision import Precision, eval_autocast, maybe_compile
 from pamc.errors import CheckpointError, OutputError, PamcError, TrainingError
 from pamc.evaluation import MultiLabelEvaluator
-from pamc.losses import PartialLabelLoss, create_loss, resolve_method_params
+from pamc.losses import PartialLabelLoss, create_loss
 from pamc.models import CAMClassifier, build_model
 
 log = logging.getLogger(__name__)
@@ -268,7 +269,6 @@ def fit(
     is an interrupted run and training continues exactly where its ``last`` checkpoint stopped.
     A run that fails before its first ``last`` checkpoint leaves no run directory behind.
     """
-    criterion = create_loss(cfg.method.name, **resolve_method_params(cfg.method.name, cfg.data.dataset, cfg.method.params))
     device = resolve_device(cfg.train.device)
     # --- distributed / precision setup (pamc.engine.distributed, pamc.engine.precision) ---
     dist_ctx, device = init_distributed(device)
@@ -279,6 +279,8 @@ def fit(
     # ---
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     bundle = dataset if dataset is not None else build_dataset(cfg.data)
+    cfg = resolve_data_facts(cfg, bundle)  # image size, normalisation, method defaults: recorded
+    criterion = create_loss(cfg.method.name, **cfg.method.params)
     model = make_model(cfg, bundle.num_classes).to(device)
     precision = Precision.from_config(cfg.train, device)
     precision.prepare_model(model)
@@ -304,8 +306,8 @@ def fit(
         criterion.bind_collective(ProcessGroupCollective(dist_ctx))
     generator = torch.Generator().manual_seed(cfg.train.seed + dist_ctx.rank)
     # the batch is written in the model's memory format into one reused buffer (see DeviceTransform)
-    transform = DeviceTransform(device, generator=generator, channels_last=precision.channels_last,
-                                reuse_output=True)
+    transform = DeviceTransform(device, cfg.data.mean, cfg.data.std, generator=generator,
+                                channels_last=precision.channels_last, reuse_output=True)
     frozen = cfg.train.frozen_features
     if frozen:  # the backbone runs once here; only the head trains (pamc.engine.frozen)
         model, bundle, transform = cache_frozen_features(model, bundle, transform)

@@ -6,6 +6,7 @@ import importlib.util
 import inspect
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from torch import Tensor, nn
@@ -21,6 +22,26 @@ BACKBONES = Registry[nn.Module]("backbone")
 
 TIMM_PREFIX = "timm:"
 _RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a backbone expects of its input: per-channel mean and std (in 0..1 pixel units) and
+    its native square input size."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    size: int
+
+
+IMAGENET_INPUT = InputSpec(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), size=224)
+
+
+def input_spec(name: str) -> InputSpec:
+    """The input spec a backbone declares (every backbone here: ImageNet statistics at 224 px)."""
+    if not name.startswith(TIMM_PREFIX):
+        BACKBONES.get(name)  # rejects an unknown name
+    return IMAGENET_INPUT
 
 
 def _register_resnet(name: str) -> None:
