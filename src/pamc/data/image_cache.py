@@ -2,8 +2,17 @@
 
 Decoding is done with Pillow: ``Image.open(path).convert("RGB").resize((S, S), BILINEAR)``,
 a direct resize to S x S that does not keep the aspect ratio (Pillow's bilinear filter widens
-its support when downscaling, so it also antialiases). :func:`decode_image` is that decode path
-and the cache stores exactly its output, so reading from the cache gives the same uint8 pixels.
+its support when downscaling, so it also antialiases). A JPEG at least twice the target size
+in both sides is first decoded at 1/2, 1/4 or 1/8 scale in the DCT domain (Pillow's
+``Image.draft``: the largest reduction that keeps both sides >= S), which skips most of the
+decoding work; the final resize then has less to shrink (``benchmarks/bench_input.py`` gives
+the largest pixel difference against a full decode). :func:`decode_image` is that decode path,
+the cache stores exactly its output, and inference (:mod:`pamc.data.preprocess`) decodes
+through it too, so an image file and its cached copy give the same uint8 pixels.
+
+The cache is built by worker processes (default: the usable cores), each decoding a chunk of
+images straight into the memory map; every image is decoded on its own, so the file is the
+same whatever the number of processes.
 
 A cache is two files in the cache folder, named by a key over (cache format, image size, data
 root, image list):
@@ -22,9 +31,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import multiprocessing
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,20 +46,32 @@ from pamc.errors import DataError
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = "2"  # 2: images stored (H, W, 3); 1 stored (3, H, W)
-_DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+CACHE_FORMAT = "3"  # 3: JPEG draft decoding; 2: images stored (H, W, 3); 1 stored (3, H, W)
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+CHUNK = 64  # images per worker task
 
 
 def decode_image(path: str | Path, size: int) -> tuple[np.ndarray, tuple[int, int]]:
-    """The reference decode path: (3, size, size) uint8 and the original (width, height).
+    """The decode path of training and inference: (3, size, size) uint8 and the original
+    (width, height). A JPEG at least ``2 * size`` on both sides is decoded in draft mode.
 
     The pixels are a channel-first view of Pillow's (size, size, 3) array (no copy).
     """
     with Image.open(path) as im:
+        original = im.size
+        if im.format == "JPEG" and 2 * size <= min(original):
+            im.draft("RGB", (size, size))
         rgb = im.convert("RGB")
-    original = rgb.size
     resized = rgb.resize((size, size), Image.BILINEAR)
     return np.asarray(resized).transpose(2, 0, 1), original
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def cache_key(root: str | Path, paths: Sequence[str], size: int) -> str:
@@ -152,31 +174,27 @@ def open_or_build_cache(
     ok = np.zeros(len(paths), dtype=bool)
     sizes = np.zeros((len(paths), 2), dtype=np.int32)
     missing = np.zeros(len(paths), dtype=bool)
-
-    def work(i: int) -> None:
-        file = root / paths[i]
-        if not file.is_file():
-            missing[i] = True
-            return
-        try:
-            pixels, original = decode_image(file, size)
-        except _DECODE_ERRORS:
-            return
-        array[i] = pixels.transpose(1, 2, 0)  # back to Pillow's order: a contiguous copy
-        sizes[i] = original
-        ok[i] = True
-
-    log.info("%s: decoding %d images to %dx%d into %s", what, len(paths), size, size, data_path)
-    workers = workers or min(8, os.cpu_count() or 1)
+    starts = range(0, len(paths), CHUNK)
+    workers = min(workers or usable_cores(), len(starts)) or 1
+    log.info("%s: decoding %d images to %dx%d into %s (%d processes)", what, len(paths), size, size, data_path,
+             workers)
     try:
-        with ThreadPoolExecutor(workers) as pool:
-            for start in range(0, len(paths), 1024):
-                stop = min(start + 1024, len(paths))
-                list(pool.map(work, range(start, stop)))
+        if len(paths):
+            array.flush()  # the workers write through their own maps of the file
+        jobs = [(str(root), list(paths[s:s + CHUNK]), s, size, str(tmp_path), shape) for s in starts]
+        pool = ProcessPoolExecutor(workers, mp_context=_process_context()) if workers > 1 else None
+        try:
+            results = pool.map(_decode_chunk, jobs) if pool is not None else map(_decode_chunk, jobs)
+            for start, (chunk_ok, chunk_sizes, chunk_missing) in zip(starts, results):
+                stop = start + len(chunk_ok)
+                ok[start:stop], sizes[start:stop], missing[start:stop] = chunk_ok, chunk_sizes, chunk_missing
                 if strict and not ok[:stop].all():
                     _report(what, paths, ok[:stop], missing[:stop], strict=True, root=root)
                 if progress is not None:
                     progress(stop, len(paths))
+        finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
         _report(what, paths, ok, missing, strict=strict, root=root)
     except BaseException:
         if len(paths):
@@ -193,6 +211,35 @@ def open_or_build_cache(
         _save_npz(meta_path, ok=ok, sizes=sizes)
         return CachedImages(_channels_first(np.memmap(data_path, np.uint8, "c", shape=shape)), ok, sizes, data_path)
     return CachedImages(np.zeros((0, 3, size, size), np.uint8), ok, sizes, data_path)
+
+
+def _process_context() -> multiprocessing.context.BaseContext:
+    """``fork`` where there is one (the workers need no fresh interpreter), else ``spawn``."""
+    return multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+
+
+def _decode_chunk(job: tuple[str, list[str], int, int, str, tuple[int, ...]]) -> tuple[np.ndarray, ...]:
+    """Decode ``paths`` into rows ``start..`` of the cache file; returns (ok, sizes, missing)."""
+    root, paths, start, size, file, shape = job
+    ok = np.zeros(len(paths), dtype=bool)
+    sizes = np.zeros((len(paths), 2), dtype=np.int32)
+    missing = np.zeros(len(paths), dtype=bool)
+    array = np.memmap(file, np.uint8, "r+", shape=shape)
+    for i, rel in enumerate(paths):
+        path = Path(root) / rel
+        if not path.is_file():
+            missing[i] = True
+            continue
+        try:
+            pixels, original = decode_image(path, size)
+        except DECODE_ERRORS:
+            continue
+        array[start + i] = pixels.transpose(1, 2, 0)  # back to Pillow's order: a contiguous copy
+        sizes[i] = original
+        ok[i] = True
+    array.flush()
+    del array
+    return ok, sizes, missing
 
 
 def _channels_first(stored: np.ndarray) -> np.ndarray:
