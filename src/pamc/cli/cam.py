@@ -78,7 +78,7 @@ class Cam:
             boxes = np.zeros((0, 6), dtype=np.int64)
             truth = [[] for _ in args.images]
 
-        cams = compute_cams(model, inputs)
+        cams = compute_cams(model, inputs, preprocess=trained.preprocess)
         model_cams = cams.boosted()  # the CAM the model pools at its inference alpha
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)

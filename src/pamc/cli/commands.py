@@ -121,7 +121,7 @@ class Eval:
     @staticmethod
     def run(args: argparse.Namespace) -> int:
         from pamc.config import replace
-        from pamc.data import ArrayLoader, DeviceTransform, build_dataset
+        from pamc.data import ArrayLoader, build_dataset, preprocess_for
         from pamc.engine import evaluate, load_checkpoint, resolve_device, restore_model
         from pamc.engine.checkpoint import atomic_write_text, check_compatible
         from pamc.engine.trainer import BEST_CHECKPOINT
@@ -137,7 +137,7 @@ class Eval:
         model = restore_model(ckpt, path).to(device)
         split = bundle.test if args.split == "test" else bundle.val
         loader = ArrayLoader(split, 128)
-        transform = DeviceTransform(device)
+        transform = preprocess_for(cfg).transform(device)
         alphas = args.alpha or [model.eval_alpha]
         rows = []
         for alpha in alphas:

@@ -11,7 +11,6 @@ from pamc.explain.cam import (
     model_image_size,
     pooled_scores,
     read_image,
-    resize_for_model,
     select_classes,
     upsample_cam,
 )
@@ -23,7 +22,7 @@ from pamc.explain.sweep import alpha_sweep, plot_alpha_sweep
 
 __all__ = [
     "CAMs", "TrainedModel", "boost", "compute_cams", "load_trained_model", "model_image_size",
-    "pooled_scores", "read_image", "resize_for_model", "select_classes", "upsample_cam",
+    "pooled_scores", "read_image", "select_classes", "upsample_cam",
     "GapResult", "attribution", "attribution_gap", "pearson", "plot_gap", "top_region",
     "write_index", "box_iou", "cam_box", "localization", "peak_pixel", "Panel", "heat",
     "overlay_array", "save_overlay_figure", "score_title", "alpha_sweep", "plot_alpha_sweep",

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from pamc.config import RunConfig, replace
 from pamc.data import DeviceTransform, Split, build_dataset
+from pamc.data.preprocess import Preprocess, decode_files, preprocess_for
 from pamc.engine import load_checkpoint, restore_model
 from pamc.engine.trainer import BEST_CHECKPOINT
 from pamc.errors import DataError, PamcError
@@ -35,17 +36,18 @@ class TrainedModel:
     path: Path
 
     @property
+    def preprocess(self) -> Preprocess:
+        """How an image file becomes this model's input (the run's size and normalisation)."""
+        return preprocess_for(self.config)
+
+    @property
     def image_size(self) -> int:
-        return model_image_size(self.config)
+        return self.preprocess.image_size
 
 
 def model_image_size(cfg: RunConfig) -> int:
     """The square input resolution the model was trained at."""
-    if cfg.data.image_size is not None:
-        return cfg.data.image_size
-    if cfg.data.dataset == "synthetic":
-        return cfg.data.synthetic.image_size
-    raise PamcError(f"the checkpoint's config does not record an image size for dataset {cfg.data.dataset!r}")
+    return preprocess_for(cfg).image_size
 
 
 def resolve_checkpoint_path(path: str | Path) -> Path:
@@ -76,7 +78,8 @@ def load_split(trained: TrainedModel, split: str, data_root: str | None = None) 
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """An image file as uint8 (H, W, 3) RGB."""
+    """An image file as uint8 (H, W, 3) RGB at its own size, for display (the model's input is
+    decoded by :class:`~pamc.data.preprocess.Preprocess`)."""
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
@@ -89,20 +92,11 @@ def read_image(path: str | Path) -> np.ndarray:
         raise DataError(f"cannot read image {path}: {exc}") from None
 
 
-def resize_for_model(image: np.ndarray, size: int) -> np.ndarray:
-    """(H, W, 3) uint8 -> (3, size, size) uint8, stretched like the training images."""
-    from PIL import Image
-
-    resized = Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR)
-    return np.asarray(resized, dtype=np.uint8).transpose(2, 0, 1).copy()
-
-
 def load_image_files(paths: Sequence[str | Path], size: int) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Model inputs (N, 3, size, size) uint8 and the original (H, W, 3) images, for display."""
+    """Model inputs (N, 3, size, size) uint8, decoded as the image cache decodes them, and the
+    original (H, W, 3) images, for display."""
     originals = [read_image(p) for p in paths]
-    inputs = np.stack([resize_for_model(img, size) for img in originals]) if originals else \
-        np.zeros((0, 3, size, size), dtype=np.uint8)
-    return inputs, originals
+    return decode_files(paths, size), originals
 
 
 @dataclass
@@ -135,15 +129,17 @@ def compute_cams(
     *,
     alpha: float | None = None,
     batch_size: int = 128,
+    preprocess: Preprocess | None = None,
 ) -> CAMs:
     """Raw CAMs of uint8 images (N, 3, H, W), and sigmoid scores with BoostLU ``alpha``.
 
-    ``alpha`` defaults to the model's inference alpha.
+    ``alpha`` defaults to the model's inference alpha; the images are normalised as
+    ``preprocess`` says (the trained run's; default: ImageNet statistics).
     """
     model.eval()
     alpha = model.eval_alpha if alpha is None else float(alpha)
     device = next(model.parameters()).device
-    transform = DeviceTransform(device)
+    transform = preprocess.transform(device) if preprocess is not None else DeviceTransform(device)
     raws = []
     for start in range(0, len(images), batch_size):
         batch = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size]))

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pamc.data import ArrayLoader, DeviceTransform, LabelStore, Split
+from pamc.data import ArrayLoader, LabelStore, Split
 from pamc.engine import predict
 from pamc.explain.cam import load_image_files, load_trained_model
 
@@ -40,7 +40,7 @@ def predict_files(
     inputs, _ = load_image_files(paths, trained.image_size)
     num_classes = len(trained.class_names)
     split = Split(inputs, None, LabelStore(np.zeros((len(inputs), num_classes), dtype=np.int8)))
-    scores = predict(trained.model, ArrayLoader(split, 64), DeviceTransform(torch.device(device)))
+    scores = predict(trained.model, ArrayLoader(split, 64), trained.preprocess.transform(device))
     names = trained.class_names
     images = []
     for path, row in zip(paths, scores):
