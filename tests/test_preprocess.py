@@ -85,7 +85,7 @@ def test_strict_build_with_processes_names_the_first_bad_image_and_keeps_nothing
     monkeypatch.setattr(image_cache, "CHUNK", 4)
     with pytest.raises(DataError, match=r"img03.jpg cannot be decoded .*strict mode"):
         open_or_build_cache(tmp_path / "img", names, 32, tmp_path / "cache", workers=2, strict=True)
-    assert list((tmp_path / "cache").iterdir()) == []
+    assert [p for p in (tmp_path / "cache").iterdir() if p.suffix != ".lock"] == []  # the build lock stays
 
 
 @pytest.mark.parametrize("size", [48, 100])  # 48: a draft decode of the 200x150 JPEGs; 100: a full one

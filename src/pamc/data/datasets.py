@@ -11,7 +11,7 @@ import torch
 
 from pamc.config import DataConfig
 from pamc.data.catalog import register_dataset
-from pamc.data.labels import LabelStore, observe
+from pamc.data.labels import LabelStore, check_observed, observe
 from pamc.data.sparse_labels import SparseLabelStore
 from pamc.data.synthetic import make_scenes
 from pamc.errors import DataError
@@ -113,6 +113,7 @@ def synthetic(cfg: DataConfig) -> DatasetBundle:
     test = make_scenes(s.num_test, seed=s.seed + 100_003, **kwargs)
     observed = observe(pool.labels, cfg.num_pos, cfg.num_neg, cfg.obs_seed)
     train, val = split_train_pool(pool.images, pool.labels, observed, pool.boxes, cfg)
+    check_observed("synthetic", bool(train.observed.to_numpy().any()))
     test_split = Split(test.images, test.labels, LabelStore(test.labels), test.boxes)
     log.info("synthetic: %d train, %d val, %d test images, %d classes",
              len(train), len(val), len(test_split), s.num_classes)
