@@ -138,33 +138,34 @@ class SharedFeatures:
         self.union = union
         self.rows[id(split.images)] = rows
 
-    def of(self, model: Any, split: Split) -> np.ndarray:
+    def of(self, model: Any, split: Split, transform: DeviceTransform) -> np.ndarray:
+        """The backbone's feature maps of ``split``'s photos, the images normalised by ``transform``."""
         if self.features is None:
             whole = Split(self.union, None, LabelStore(np.zeros((len(self.union), 1), dtype=np.int8)))
-            spec = model.input_spec
-            self.features = frozen.compute_features(model, whole, DeviceTransform(torch.device("cpu"), spec.mean, spec.std))
+            self.features = frozen.compute_features(model, whole, transform)
         return self.features[self.rows[id(split.images)]]
 
     def __call__(self, model: Any, bundle: DatasetBundle, transform: Any) -> tuple[Any, DatasetBundle, Any]:
         frozen.set_backbone_trainable(model, False)
-        cached = dataclasses.replace(bundle, **{n: dataclasses.replace(getattr(bundle, n), images=self.of(model, getattr(bundle, n)))
+        cached = dataclasses.replace(bundle, **{n: dataclasses.replace(getattr(bundle, n), images=self.of(model, getattr(bundle, n), transform))
                                                 for n in ("train", "val", "test")})
         return frozen.HeadOnCachedFeatures(model), cached, frozen.FeatureTransform(transform.device)
 
 
 def gap_numbers(full_dir: Path, partial_dir: Path, split: Split, shared: "SharedFeatures | None" = None) -> dict[str, float]:
     """``pamc explain-gap``'s summary numbers for two trained runs on ``split``'s positives."""
-    models = [load_trained(d).model.eval() for d in (full_dir, partial_dir)]
+    runs = [load_trained(d) for d in (full_dir, partial_dir)]
     labels = split.full_rows(np.arange(len(split)))
     rows, classes = np.nonzero(labels == 1)
 
-    def raw_cams(model: Any) -> np.ndarray:
+    def raw_cams(run: Any) -> np.ndarray:  # normalised as the run trained
         if shared is None:
-            return compute_cams(model, split.images, alpha=1.0).raw
+            return compute_cams(run.model, split.images, alpha=1.0, preprocess=run.preprocess).raw
         with torch.inference_mode():  # the head on the cached feature maps: the same raw CAMs
-            return model.head(torch.from_numpy(shared.of(model, split)).float()).numpy()
+            features = shared.of(run.model, split, run.preprocess.transform())
+            return run.model.head(torch.from_numpy(features).float()).numpy()
 
-    cams = [raw_cams(m)[rows, classes] for m in models]
+    cams = [raw_cams(r)[rows, classes] for r in runs]
     s = attribution_gap(cams[0], cams[1], alpha=BOOST_ALPHA).summary()
     top = s["attribution"]["top_mean"]
     return {"pairs": s["pairs"], "pearson": s["spatial"]["pearson"]["mean"],

@@ -198,3 +198,15 @@ def make_csv(root: Path, n: int = 30, classes: tuple[str, ...] = ("cat", "dog", 
             else:
                 w.writerow([image, *labels[r].tolist()])
     return labels
+
+
+# one small dataset per reader, in its real layout: FIXTURES[name](root)
+FIXTURES = {
+    "voc2007": lambda root: make_voc(root, "2007", n_pool=24, n_test=10),
+    "voc2012": lambda root: make_voc(root, "2012", n_pool=24, n_test=10),
+    "coco2014": lambda root: make_coco(root, n_train=24, n_val=10),
+    "nuswide": lambda root: make_nuswide_formatted(root, n_train=24, n_val=10),
+    "cub": lambda root: make_cub(root, n=30),
+    "openimages-v3": lambda root: make_openimages(root, n_train=30, n_test=12),
+    "csv": lambda root: make_csv(root, n=30),
+}

@@ -7,14 +7,12 @@ import json
 from dataclasses import FrozenInstanceError
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from pamc.data import DeviceTransform
 from pamc.errors import ConfigError, PamcError, RegistryError
-from pamc.explain.cam import read_image, resize_for_model
+from pamc.data.preprocess import Preprocess
 from pamc.models import CAMClassifier, InputSpec, build_model, create_backbone, input_spec
 from pamc.models.backbones import lite_weights_file
 from pamc.models.efficientnet_lite import SameConv2d, efficientnet_lite, round_channels
@@ -136,8 +134,8 @@ def test_imagenet_top5_of_real_photos_names_the_object() -> None:
     photos = largest_instance_photos("val2017")
     assert set(photos) == set(IMAGENET_NAMES)
     spec = model.input_spec
-    images = np.stack([resize_for_model(read_image(COCO_MINI / "val2017" / f), spec.size) for f in photos.values()])
-    x = DeviceTransform(torch.device("cpu"), spec.mean, spec.std)(torch.from_numpy(images))
+    # the one preprocessing path (decode, resize, normalise) with the backbone's declared input
+    x = Preprocess(spec.size, spec.mean, spec.std)([COCO_MINI / "val2017" / f for f in photos.values()])
     with torch.no_grad():
         top5 = model(x).topk(5).indices.tolist()
     missed = {name: (photos[name], top) for name, top in zip(photos, top5) if not IMAGENET_NAMES[name] & set(top)}

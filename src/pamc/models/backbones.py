@@ -13,7 +13,6 @@ from pathlib import Path
 
 from torch import Tensor, nn
 
-from pamc.data.loader import IMAGENET_MEAN, IMAGENET_STD
 from pamc.errors import CheckpointError, ConfigError, PamcError
 from pamc.models import efficientnet_lite, resnet
 from pamc.models.pretrained import check_state_dict, load_pretrained, read_state_dict
@@ -67,24 +66,24 @@ class InputSpec:
     size: int
 
 
-IMAGENET_SPEC = InputSpec(IMAGENET_MEAN, IMAGENET_STD, 224)
+IMAGENET_INPUT = InputSpec(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), size=224)
 # TensorFlow's Lite preprocessing, (x - 127) / 128 on 0..255 pixels
 _LITE_MEAN = (127.0 / 255.0,) * 3
 _LITE_STD = (128.0 / 255.0,) * 3
 _INPUT_SPECS: dict[str, InputSpec] = {
-    **{name: IMAGENET_SPEC for name in _RESNETS},
+    **{name: IMAGENET_INPUT for name in _RESNETS},
     **{name: InputSpec(_LITE_MEAN, _LITE_STD, efficientnet_lite.VARIANTS[name][2]) for name in _LITES},
-    "smallcnn": InputSpec(IMAGENET_MEAN, IMAGENET_STD, 48),  # the synthetic scenes' default size
+    "smallcnn": InputSpec(IMAGENET_INPUT.mean, IMAGENET_INPUT.std, 48),  # the synthetic scenes' default size
 }
 
 
 def input_spec(name: str) -> InputSpec:
     """The input normalisation and native size a backbone (registered, ``timm:`` or
-    ``torchvision:``) expects."""
+    ``torchvision:``) expects; ImageNet statistics at 224 px unless the backbone declares others."""
     if name.startswith((TIMM_PREFIX, TORCHVISION_PREFIX)):
-        return IMAGENET_SPEC
+        return IMAGENET_INPUT
     BACKBONES.get(name)  # unknown names fail here, naming the choices
-    return _INPUT_SPECS[name]
+    return _INPUT_SPECS.get(name, IMAGENET_INPUT)  # a backbone registered elsewhere: ImageNet's
 
 
 class SmallCNN(nn.Module):

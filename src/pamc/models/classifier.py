@@ -7,7 +7,7 @@ from typing import NamedTuple
 from torch import Tensor, nn
 
 from pamc.errors import ConfigError
-from pamc.models.backbones import IMAGENET_SPEC, InputSpec, create_backbone, input_spec
+from pamc.models.backbones import IMAGENET_INPUT, InputSpec, create_backbone, input_spec
 from pamc.models.boostlu import BoostLU
 
 
@@ -45,7 +45,7 @@ class CAMClassifier(nn.Module):
         self.boost_train = BoostLU(train_alpha)
         self.boost_eval = BoostLU(train_alpha if eval_alpha is None else eval_alpha)
         self.num_classes = num_classes
-        self.input_spec = input_spec or IMAGENET_SPEC
+        self.input_spec = input_spec or IMAGENET_INPUT
 
     @property
     def train_alpha(self) -> float:
