@@ -22,7 +22,7 @@ stored copies of the papers' text (arXiv 2304.01804, 2206.03740, 2106.09708, 220
 before their result tables. Numbers remembered or quoted by later papers are not entered.
 
 Method hyperparameters that the papers tune per dataset come from
-:data:`pamc.losses.defaults.DATASET_DEFAULTS`; a test checks that the files agree with it.
+:data:`pamc.data.catalog.METADATA` (the dataset catalog); a test checks that the files agree with it.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from typing import Any
 
 import yaml
 
-from pamc.losses.defaults import dataset_params
+from pamc.data.catalog import dataset_params
 
 PAPER = "Kim et al., Bridging the Gap between Model Explanations in Partially Annotated Multi-label Classification, CVPR 2023"
 SINGLE_POSITIVE_DATASETS = ("voc2012", "coco2014", "nuswide", "cub")

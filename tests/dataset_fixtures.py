@@ -65,14 +65,14 @@ def make_voc(root: Path, year: str = "2007", n_pool: int = 30, n_test: int = 12,
     return truth
 
 
-def make_coco(root: Path, n_train: int = 30, n_val: int = 12, seed: int = 0) -> dict:
-    """annotations/instances_{train,val}2014.json with images in train2014/ and val2014/."""
+def make_coco(root: Path, n_train: int = 30, n_val: int = 12, seed: int = 0, year: str = "2014") -> dict:
+    """annotations/instances_{train,val}YEAR.json with images in trainYEAR/ and valYEAR/."""
     cat_ids = [1, 2, 3, 5, 7, 11]  # gaps, as in COCO's 1..90 ids
     cats = [{"id": cid, "name": f"cat{cid}", "supercategory": "x"} for cid in reversed(cat_ids)]
     out = {}
     (root / "annotations").mkdir(parents=True, exist_ok=True)
     ann_id = 1
-    for s, (split, n) in enumerate((("train2014", n_train), ("val2014", n_val))):
+    for s, (split, n) in enumerate(((f"train{year}", n_train), (f"val{year}", n_val))):
         full = random_labels(n, len(cat_ids), seed + s)
         images, anns = [], []
         for r in range(n):
@@ -88,7 +88,7 @@ def make_coco(root: Path, n_train: int = 30, n_val: int = 12, seed: int = 0) -> 
         images.append({"id": 1000 * s + 999, "file_name": f"COCO_{split}_empty.jpg", "width": 64, "height": 48})
         write_jpeg(root / split / f"COCO_{split}_empty.jpg", 5, (64, 48))
         year_split = split[:-4]
-        (root / "annotations" / f"instances_{year_split}2014.json").write_text(
+        (root / "annotations" / f"instances_{year_split}{year}.json").write_text(
             json.dumps({"info": {}, "images": images, "annotations": anns, "categories": cats}))
         out[split] = full
     return out
@@ -198,3 +198,15 @@ def make_csv(root: Path, n: int = 30, classes: tuple[str, ...] = ("cat", "dog", 
             else:
                 w.writerow([image, *labels[r].tolist()])
     return labels
+
+
+# one small dataset per reader, in its real layout: FIXTURES[name](root)
+FIXTURES = {
+    "voc2007": lambda root: make_voc(root, "2007", n_pool=24, n_test=10),
+    "voc2012": lambda root: make_voc(root, "2012", n_pool=24, n_test=10),
+    "coco2014": lambda root: make_coco(root, n_train=24, n_val=10),
+    "nuswide": lambda root: make_nuswide_formatted(root, n_train=24, n_val=10),
+    "cub": lambda root: make_cub(root, n=30),
+    "openimages-v3": lambda root: make_openimages(root, n_train=30, n_test=12),
+    "csv": lambda root: make_csv(root, n=30),
+}

@@ -15,7 +15,7 @@ from dataset_fixtures import (
 )
 from pamc.config import DataConfig
 from pamc.data import ArrayLoader, SparseLabelStore, build_dataset
-from pamc.data.adapters import PARSERS
+from pamc.data.catalog import parser
 from pamc.data.adapters.voc import VOC_CLASSES, read_flags
 from pamc.data.image_cache import decode_image
 from pamc.data.labels import observe
@@ -51,12 +51,12 @@ def test_real_voc2007_label_files():
     assert read_flags(VOC2007_LABELS, "trainval")[0][:3] == ["000005", "000007", "000009"]
     # the adapter maps "difficult" (0) to positive by default, and can treat it as negative
     cfg = DataConfig(dataset="voc2007", root=str(VOC2007_LABELS))
-    parsed = PARSERS.get("voc2007")(cfg)
+    parsed = parser("voc2007")(cfg)
     flags = read_flags(VOC2007_LABELS, "trainval")[1]
     full = parsed.pool.dense(20)
     assert np.array_equal(full, np.where(flags == 0, 1, flags))
     assert parsed.pool.paths[0] == "JPEGImages/000005.jpg" and len(parsed.test) == 4952
-    negative = PARSERS.get("voc2007")(DataConfig(dataset="voc2007", root=str(VOC2007_LABELS), voc_difficult="negative"))
+    negative = parser("voc2007")(DataConfig(dataset="voc2007", root=str(VOC2007_LABELS), voc_difficult="negative"))
     assert np.array_equal(negative.pool.dense(20), np.where(flags == 0, -1, flags))
     # single positive labels from the real matrix: one per image, always a true positive
     obs = observe(full, 1, 0, seed=1200)
@@ -194,7 +194,7 @@ def test_nuswide_official_layout(tmp_path):
     assert np.array_equal(bundle.test.full, truth["Test"][1])
     (tmp_path / "nus" / "Groundtruth" / "TrainTestLabels" / "Labels_bear_Test.txt").write_text("0\n1\n")
     with pytest.raises(DataError, match="Labels_bear_Test.txt has 2 lines, TestImagelist.txt lists 12 images"):
-        PARSERS.get("nuswide")(cfg_for("nuswide", tmp_path / "nus", tmp_path))
+        parser("nuswide")(cfg_for("nuswide", tmp_path / "nus", tmp_path))
 
 
 def test_cub_attributes(tmp_path):
@@ -231,7 +231,7 @@ def test_openimages_bad_confidence(tmp_path):
     lines[2] = lines[2].rsplit(",", 1)[0] + ",2"
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(DataError, match=r"annotations-human.csv:3: confidence '2' is not 0 or 1"):
-        PARSERS.get("openimages-v3")(cfg_for("openimages-v3", tmp_path / "oi", tmp_path))
+        parser("openimages-v3")(cfg_for("openimages-v3", tmp_path / "oi", tmp_path))
 
 
 @pytest.mark.parametrize("form", ["list", "wide"])
@@ -292,7 +292,7 @@ def test_openimages_repeated_descriptions_stay_distinct(tmp_path):
     truth = make_openimages(tmp_path / "oi", n_train=5, n_test=3, c=5)
     mids = truth["mids"]
     (tmp_path / "oi" / "class-descriptions.csv").write_text(f"{mids[0]},Bat\n{mids[1]},Bat\n{mids[2]},Ball\n{mids[3]},Cup\n{mids[4]},Dog\n")
-    parsed = PARSERS.get("openimages-v3")(cfg_for("openimages-v3", tmp_path / "oi", tmp_path))
+    parsed = parser("openimages-v3")(cfg_for("openimages-v3", tmp_path / "oi", tmp_path))
     assert parsed.class_names == (f"Bat ({mids[0]})", f"Bat ({mids[1]})", "Ball", "Cup", "Dog")
 
 

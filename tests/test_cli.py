@@ -58,6 +58,7 @@ def test_ll_cp_corrections_are_applied(tmp_path, tiny_train_args):
         (["train", "--set", "train.bogus=1"], "unknown config key 'train.bogus'"),
         (["train", "--dataset", "nope"], "unknown dataset 'nope'"),
         (["train", "--epochs", "0"], "train.epochs must be >= 1"),
+        (["train", "--pretrained", "imagenet"], "no ImageNet weights for backbone 'smallcnn'"),
         (["train", "--epochs", "x"], "invalid int value"),
         (["eval", "/nonexistent/best.safetensors"], "checkpoint not found"),
         (["eval", "x", "--alpha", "a,b"], "comma list"),

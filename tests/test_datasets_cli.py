@@ -8,24 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dataset_fixtures import (
-    make_coco, make_csv, make_cub, make_nuswide_formatted, make_nuswide_official, make_openimages, make_voc, truncate,
-)
+from dataset_fixtures import FIXTURES, make_coco, make_csv, make_nuswide_official, make_openimages, make_voc, truncate
 from pamc.cli.main import main
 from pamc.config import DataConfig, load_config
 from pamc.data import SparseLabelStore, build_dataset
 from pamc.engine import fit
-
-FIXTURES = {
-    "voc2007": lambda root: make_voc(root, "2007", n_pool=24, n_test=10),
-    "voc2012": lambda root: make_voc(root, "2012", n_pool=24, n_test=10),
-    "coco2014": lambda root: make_coco(root, n_train=24, n_val=10),
-    "nuswide": lambda root: make_nuswide_formatted(root, n_train=24, n_val=10),
-    "cub": lambda root: make_cub(root, n=30),
-    "openimages-v3": lambda root: make_openimages(root, n_train=30, n_test=12),
-    "csv": lambda root: make_csv(root, n=30),
-}
-
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pamc", *args], capture_output=True, text=True, timeout=300)
@@ -43,7 +30,7 @@ def test_train_end_to_end_on_each_adapter(tmp_path, dataset, capsys):
     assert main(train_args(tmp_path / "data", tmp_path, dataset)) == 0
     results = json.loads((tmp_path / "run" / "test_results.json").read_text())
     assert results["dataset"] == dataset and 0 <= results["test_map"] <= 100
-    assert ("test_group_map" in results) == (dataset == "openimages-v3")
+    assert (results["test_group_map"] is not None) == (dataset == "openimages-v3")  # one set of keys
     assert "test mAP" in capsys.readouterr().out
 
 

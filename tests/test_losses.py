@@ -19,8 +19,8 @@ from pamc.losses import (
     LossOutput,
     PartialLabelLoss,
     create_loss,
-    resolve_method_params,
 )
+from pamc.data.catalog import resolve_method_params
 from pamc.losses.large_loss import selection_size
 
 

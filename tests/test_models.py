@@ -26,7 +26,8 @@ from pamc.models import (
 HAS_TIMM = importlib.util.find_spec("timm") is not None
 HAS_TORCHVISION = importlib.util.find_spec("torchvision") is not None
 
-EXPECTED_OUT_CHANNELS = {"resnet18": 512, "resnet34": 512, "resnet50": 2048, "resnet101": 2048, "smallcnn": 128}
+EXPECTED_OUT_CHANNELS = {"resnet18": 512, "resnet34": 512, "resnet50": 2048, "resnet101": 2048, "smallcnn": 128,
+                         "efficientnet_lite0": 1280, "efficientnet_lite1": 1280, "efficientnet_lite2": 1280}
 
 
 # --------------------------------------------------------------------------- BoostLU

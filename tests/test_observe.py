@@ -11,7 +11,7 @@ from dataset_fixtures import make_openimages, make_voc
 from pamc.cli.main import main
 from pamc.config import DataConfig
 from pamc.data import observe, split_indices
-from pamc.data.adapters.common import PARSERS
+from pamc.data.catalog import parser
 from pamc.data import label_store_from_state
 from pamc.engine.resume import load_last
 
@@ -47,7 +47,7 @@ def test_observe_writes_the_labels_of_observe_and_reuses_them(voc, tmp_path, cap
     assert "2.00 positive, 3.00 negative" in printed
     assert (out / "index.json").is_file()  # parsed like prepare does, index written
     # exactly what the library's observe draws from the parsed full labels
-    parsed = PARSERS.get("voc2007")(DataConfig(dataset="voc2007", root=str(voc)))
+    parsed = parser("voc2007")(DataConfig(dataset="voc2007", root=str(voc)))
     full = parsed.pool.dense(20)
     expected = observe(full, 2, 3, 1200)
     assert np.array_equal(read_observed(path, full.shape), expected)

@@ -15,7 +15,7 @@ import yaml
 from pamc.cli.main import main
 from pamc.config import load_config, replace
 from pamc.losses import LOSSES, create_loss
-from pamc.losses.defaults import dataset_params
+from pamc.data.catalog import dataset_params
 from pamc.table import build_table, format_csv, format_markdown, method_label
 from pamc.zoo import ZOO_METHODS, parse_methods, run_zoo, zoo_arms
 

@@ -9,7 +9,8 @@ import torch
 
 from pamc.data import LabelStore
 from pamc.errors import ConfigError
-from pamc.losses import DATASET_DEFAULTS, LOSSES, create_loss, resolve_method_params
+from pamc.data.catalog import METADATA, resolve_method_params
+from pamc.losses import LOSSES, create_loss
 from pamc.losses.entropy import binary_entropy
 
 
@@ -83,7 +84,7 @@ def test_per_dataset_defaults_feed_the_methods() -> None:
     assert resolve_method_params("em", "nuswide", {}) == {"alpha": 0.1}
     assert resolve_method_params("an", "voc2012", {"x": 1}) == {"x": 1}
     assert resolve_method_params("epr", "unknown-set", {}) == {}
-    assert DATASET_DEFAULTS["cub"].expected_num_pos == 31.4
+    assert METADATA["cub"].method_defaults.expected_num_pos == 31.4
 
 
 def _bound_role(name: str = "role") -> torch.nn.Module:

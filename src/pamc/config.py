@@ -56,7 +56,10 @@ class DataConfig:
 
     dataset: str = "synthetic"
     root: str | None = None
+    # None: resolved when training starts and recorded in the run's config (pamc.data.catalog)
     image_size: int | None = None
+    mean: tuple[float, float, float] | None = None  # per-channel, in 0..1 pixel units
+    std: tuple[float, float, float] | None = None
     num_pos: int = 1
     num_neg: int = 0
     obs_seed: int = 1200
@@ -77,6 +80,8 @@ class DataConfig:
         _check(self.num_neg >= 0, "data.num_neg must be >= 0")
         _check(0.0 < self.val_fraction < 1.0, "data.val_fraction must be in (0, 1)")
         _check(self.image_size is None or self.image_size >= 16, "data.image_size must be >= 16")
+        _check(self.std is None or all(_finite(v) and v > 0 for v in self.std), "data.std must be > 0")
+        _check(self.mean is None or all(_finite(v) for v in self.mean), "data.mean must be finite")
         _check(self.voc_difficult in ("positive", "negative", "ignore"),
                f"data.voc_difficult must be positive, negative or ignore, got {self.voc_difficult!r}")
         _check(self.label_store in ("auto", "dense", "sparse"),
@@ -208,6 +213,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         return _build(tp, value, key)
     if tp is Any:
         return value
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"config key '{key}' must be a list of {len(args)} values, got {value!r}")
+        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
     if isinstance(origin, type) and issubclass(origin, collections.abc.Mapping):
         if not isinstance(value, Mapping):
             raise ConfigError(f"config key '{key}' must be a mapping, got {value!r}")

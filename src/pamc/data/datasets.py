@@ -1,4 +1,4 @@
-"""Dataset catalog: each entry builds train/val/test splits from a :class:`DataConfig`."""
+"""Splits and bundles of a dataset, and the synthetic scenes' reader (see :mod:`pamc.data.catalog`)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pamc.config import DataConfig
 import torch
 
+from pamc.config import DataConfig
+from pamc.data.catalog import register_dataset
 from pamc.data.labels import LabelStore, check_observed, observe
 from pamc.data.sparse_labels import SparseLabelStore
 from pamc.data.synthetic import make_scenes
 from pamc.errors import DataError
-from pamc.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +68,6 @@ class DatasetBundle:
         return len(self.class_names)
 
 
-DATASETS: Registry[DatasetBundle] = Registry("dataset")
-
-
-def build_dataset(cfg: DataConfig) -> DatasetBundle:
-    """Build the dataset named by ``cfg.dataset``."""
-    return DATASETS.get(cfg.dataset)(cfg)
-
-
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """A seeded random train/validation split of ``range(n)`` (sorted index arrays)."""
     perm = np.random.default_rng(seed).permutation(n)
@@ -112,7 +104,6 @@ def split_train_pool(
     )
 
 
-@DATASETS.register("synthetic")
 def synthetic(cfg: DataConfig) -> DatasetBundle:
     """The built-in synthetic scenes (train pool and test set drawn with different seeds)."""
     s = cfg.synthetic
@@ -127,3 +118,6 @@ def synthetic(cfg: DataConfig) -> DatasetBundle:
     log.info("synthetic: %d train, %d val, %d test images, %d classes",
              len(train), len(val), len(test_split), s.num_classes)
     return DatasetBundle("synthetic", pool.class_names, train, val, test_split)
+
+
+register_dataset("synthetic", synthetic)

@@ -2,8 +2,17 @@
 
 Decoding is done with Pillow: ``Image.open(path).convert("RGB").resize((S, S), BILINEAR)``,
 a direct resize to S x S that does not keep the aspect ratio (Pillow's bilinear filter widens
-its support when downscaling, so it also antialiases). :func:`decode_image` is that decode path
-and the cache stores exactly its output, so reading from the cache gives the same uint8 pixels.
+its support when downscaling, so it also antialiases). A JPEG at least twice the target size
+in both sides is first decoded at 1/2, 1/4 or 1/8 scale in the DCT domain (Pillow's
+``Image.draft``: the largest reduction that keeps both sides >= S), which skips most of the
+decoding work; the final resize then has less to shrink (``benchmarks/bench_input.py`` gives
+the largest pixel difference against a full decode). :func:`decode_image` is that decode path,
+the cache stores exactly its output, and inference (:mod:`pamc.data.preprocess`) decodes
+through it too, so an image file and its cached copy give the same uint8 pixels.
+
+The cache is built by worker processes (default: the usable cores), each decoding a chunk of
+images straight into the memory map; every image is decoded on its own, so the file is the
+same whatever the number of processes.
 
 A cache is two files in the cache folder, named by a key over (cache format, image size, data
 root, image list):
@@ -22,12 +31,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import multiprocessing
 import os
 import tempfile
 import warnings
 from contextlib import contextmanager
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,8 +50,9 @@ from pamc.errors import DataError, OutputError
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = "2"  # 2: images stored (H, W, 3); 1 stored (3, H, W)
-_DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+CACHE_FORMAT = "3"  # 3: JPEG draft decoding; 2: images stored (H, W, 3); 1 stored (3, H, W)
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+CHUNK = 64  # images per worker task
 # pamc checks its own pixel budget (data.max_image_pixels) from the header, before decoding
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
@@ -95,16 +106,27 @@ def _min_max(a: np.ndarray) -> np.ndarray:
 
 def decode_image(path: str | Path, size: int,
                  max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> tuple[np.ndarray, tuple[int, int]]:
-    """The reference decode path: (3, size, size) uint8 and the original (width, height).
+    """The decode path of training and inference: (3, size, size) uint8 and the original
+    (width, height). A JPEG at least ``2 * size`` on both sides is decoded in draft mode.
 
     The pixels are a channel-first view of Pillow's (size, size, 3) array (no copy). An image
     over ``max_pixels`` (by its header) raises :class:`ImageTooLarge` before it is decoded.
     """
     with open_image(path, max_pixels) as im:
+        original = im.size
+        if im.format == "JPEG" and 2 * size <= min(original):
+            im.draft("RGB", (size, size))
         rgb = to_rgb8(im)
-    original = rgb.size
     resized = rgb.resize((size, size), Image.BILINEAR)
     return np.asarray(resized).transpose(2, 0, 1), original
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def cache_key(root: str | Path, paths: Sequence[str], size: int) -> str:
@@ -273,35 +295,28 @@ def _build(root: Path, paths: Sequence[str], size: int, data_path: Path, meta_pa
     sizes = np.zeros((len(paths), 2), dtype=np.int32)
     missing = np.zeros(len(paths), dtype=bool)
     too_large = np.zeros(len(paths), dtype=bool)
-
-    def work(i: int) -> None:
-        file = root / paths[i]
-        if not file.is_file():
-            missing[i] = True
-            return
-        try:
-            pixels, original = decode_image(file, size, max_pixels)
-        except ImageTooLarge:
-            too_large[i] = True
-            return
-        except _DECODE_ERRORS:
-            return
-        array[i] = pixels.transpose(1, 2, 0)  # back to Pillow's order: a contiguous copy
-        sizes[i] = original
-        ok[i] = True
-
-    log.info("%s: decoding %d images to %dx%d into %s", what, len(paths), size, size, data_path)
-    workers = workers or min(8, os.cpu_count() or 1)
+    starts = range(0, len(paths), CHUNK)
+    workers = min(workers or usable_cores(), len(starts)) or 1
+    log.info("%s: decoding %d images to %dx%d into %s (%d processes)", what, len(paths), size, size, data_path,
+             workers)
     try:
-        with ThreadPoolExecutor(workers) as pool:
-            for start in range(0, len(paths), 1024):
-                stop = min(start + 1024, len(paths))
-                list(pool.map(work, range(start, stop)))
+        if tmp_path is not None:
+            array.flush()  # the workers write through their own maps of the file
+        jobs = [(str(root), list(paths[s:s + CHUNK]), s, size, max_pixels, str(tmp_path), shape) for s in starts]
+        pool = ProcessPoolExecutor(workers, mp_context=_process_context()) if workers > 1 else None
+        try:
+            results = pool.map(_decode_chunk, jobs) if pool is not None else map(_decode_chunk, jobs)
+            for start, chunk in zip(starts, results):
+                stop = start + len(chunk[0])
+                ok[start:stop], sizes[start:stop], missing[start:stop], too_large[start:stop] = chunk
                 if strict and not ok[:stop].all():
                     _report(what, paths, ok[:stop], missing[:stop], too_large[:stop], strict=True, root=root,
                             max_pixels=max_pixels)
                 if progress is not None:
                     progress(stop, len(paths))
+        finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
         _report(what, paths, ok, missing, too_large, strict=strict, root=root, max_pixels=max_pixels)
         if tmp_path is not None and ok.any():
             array.flush()
@@ -318,6 +333,39 @@ def _build(root: Path, paths: Sequence[str], size: int, data_path: Path, meta_pa
             del array
             tmp_path.unlink(missing_ok=True)
     return CachedImages(np.zeros((0, 3, size, size), np.uint8), ok, sizes, data_path)
+
+
+def _process_context() -> multiprocessing.context.BaseContext:
+    """``fork`` where there is one (the workers need no fresh interpreter), else ``spawn``."""
+    return multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+
+
+def _decode_chunk(job: tuple[str, list[str], int, int, int, str, tuple[int, ...]]) -> tuple[np.ndarray, ...]:
+    """Decode ``paths`` into rows ``start..`` of the cache file; returns (ok, sizes, missing, too_large)."""
+    root, paths, start, size, max_pixels, file, shape = job
+    ok = np.zeros(len(paths), dtype=bool)
+    sizes = np.zeros((len(paths), 2), dtype=np.int32)
+    missing = np.zeros(len(paths), dtype=bool)
+    too_large = np.zeros(len(paths), dtype=bool)
+    array = np.memmap(file, np.uint8, "r+", shape=shape)
+    for i, rel in enumerate(paths):
+        path = Path(root) / rel
+        if not path.is_file():
+            missing[i] = True
+            continue
+        try:
+            pixels, original = decode_image(path, size, max_pixels)
+        except ImageTooLarge:
+            too_large[i] = True
+            continue
+        except DECODE_ERRORS:
+            continue
+        array[start + i] = pixels.transpose(1, 2, 0)  # back to Pillow's order: a contiguous copy
+        sizes[i] = original
+        ok[i] = True
+    array.flush()
+    del array
+    return ok, sizes, missing, too_large
 
 
 def _channels_first(stored: np.ndarray) -> np.ndarray:

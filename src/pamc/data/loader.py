@@ -13,9 +13,9 @@ import numpy as np
 import torch
 
 from pamc.data.datasets import Split
+from pamc.models.backbones import IMAGENET_INPUT
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGENET_MEAN, IMAGENET_STD = IMAGENET_INPUT.mean, IMAGENET_INPUT.std
 
 
 class Batch(NamedTuple):

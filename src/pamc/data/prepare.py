@@ -21,9 +21,10 @@ from typing import Any
 
 from pamc.config import DataConfig
 from pamc.data.adapters.common import (
-    PARSERS, assemble, default_cache_dir, index_key, load_index, observed_labels_file, observed_pool_labels,
+    assemble, default_cache_dir, index_key, load_index, observed_labels_file, observed_pool_labels,
     require_root, save_index,
 )
+from pamc.data.catalog import parser
 from pamc.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ def prepare_dataset(cfg: DataConfig, *, cache: bool = True,
     if cfg.cache_dir is None:
         cfg = dataclasses.replace(cfg, cache_dir=str(root / ".pamc-cache"))
     out = Path(cfg.cache_dir)
-    parsed = PARSERS.get(cfg.dataset)(cfg)
+    parsed = parser(cfg.dataset)(cfg)
     save_index(parsed, out, index_key(cfg, root))
     summary: dict[str, Any] = {
         "dataset": parsed.name, "out": str(out), "classes": len(parsed.class_names),
@@ -65,7 +66,7 @@ def observe_dataset(cfg: DataConfig) -> dict[str, Any]:
     parsed = load_index(out, key)
     index_reused = parsed is not None
     if parsed is None:
-        parsed = PARSERS.get(cfg.dataset)(cfg)
+        parsed = parser(cfg.dataset)(cfg)
     if parsed.partial:
         raise DataError(f"{parsed.name} has real partial labels, which training uses as they are: "
                         "there are no observed labels to draw")

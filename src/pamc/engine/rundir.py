@@ -45,6 +45,7 @@ from pamc.errors import ConfigError, OutputError, PamcError
 
 if TYPE_CHECKING:
     from pamc.data import DatasetBundle, Split
+    from pamc.data.preprocess import Preprocess
     from pamc.engine.resume import TrainingState
     from pamc.models import CAMClassifier
 
@@ -363,6 +364,17 @@ class TrainedRun:
     path: Path
     run: RunDir | None = None
     bundle: "DatasetBundle | None" = None
+
+    @property
+    def preprocess(self) -> "Preprocess":
+        """How an image file becomes this model's input (the run's image size and normalisation)."""
+        from pamc.data.preprocess import preprocess_for
+
+        return preprocess_for(self.config)
+
+    @property
+    def image_size(self) -> int:
+        return self.preprocess.image_size
 
     def dataset(self, data_root: str | None = None) -> "DatasetBundle":
         """The dataset the model was trained on (``data_root``: its new place, if it moved)."""

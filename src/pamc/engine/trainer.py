@@ -26,6 +26,7 @@ from torch import nn
 
 from pamc.config import RunConfig
 from pamc.data import ArrayLoader, DatasetBundle, DeviceTransform, Split, build_dataset
+from pamc.data.catalog import resolve_data_facts
 from pamc.engine.callbacks import Callback, LoggingCallback
 from pamc.engine.checkpoint import check_compatible, load_model_state
 from pamc.engine.distributed import (
@@ -43,7 +44,7 @@ from pamc.engine.rundir import RunDir, RunResults, TrainedRun, make_model, resto
 from pamc.engine.threads import intra_op_threads, resolve_threads
 from pamc.errors import CheckpointError, PamcError, TrainingError
 from pamc.evaluation import MultiLabelEvaluator
-from pamc.losses import PartialLabelLoss, create_loss, resolve_method_params
+from pamc.losses import PartialLabelLoss, create_loss
 from pamc.models import CAMClassifier
 
 log = logging.getLogger(__name__)
@@ -246,7 +247,7 @@ def evaluate_at_alphas(trained: TrainedRun, split: Split, alphas: Sequence[float
     inference BoostLU alpha; the model's own alpha is restored afterwards."""
     model = trained.model
     loader = ArrayLoader(split, batch_size)
-    transform = DeviceTransform(next(model.parameters()).device)
+    transform = trained.preprocess.transform(next(model.parameters()).device)  # the run's normalisation
     original, rows = model.eval_alpha, []
     try:
         for alpha in alphas:
@@ -291,12 +292,13 @@ def fit(
 
 def _fit(cfg: RunConfig, dataset: DatasetBundle | None, callbacks: Sequence[Callback], resume: bool,
          overwrite: bool) -> RunResult:
-    criterion = create_loss(cfg.method.name, **resolve_method_params(cfg.method.name, cfg.data.dataset, cfg.method.params))
     dist_ctx, device = init_distributed(resolve_device(cfg.train.device))
     if resume and dist_ctx.enabled:
         raise PamcError("--resume is supported for single-process runs only")
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     bundle = dataset if dataset is not None else build_dataset(cfg.data)
+    cfg = resolve_data_facts(cfg, bundle)  # image size, normalisation, method defaults: recorded
+    criterion = create_loss(cfg.method.name, **cfg.method.params)
     model = make_model(cfg, bundle.num_classes).to(device)
     precision = Precision.from_config(cfg.train, device)
     precision.prepare_model(model)
@@ -345,8 +347,8 @@ def _inputs(cfg: RunConfig, model: CAMClassifier, bundle: DatasetBundle, precisi
     and the head-only model and cached-feature splits replace the model and the data."""
     generator = torch.Generator().manual_seed(cfg.train.seed + dist_ctx.rank)
     # the batch is written in the model's memory format into one reused buffer (see DeviceTransform)
-    transform = DeviceTransform(precision.device, generator=generator, channels_last=precision.channels_last,
-                                reuse_output=True)
+    transform = DeviceTransform(precision.device, cfg.data.mean, cfg.data.std, generator=generator,
+                                channels_last=precision.channels_last, reuse_output=True)
     if cfg.train.frozen_features:  # pamc.engine.frozen
         return cache_frozen_features(model, bundle, transform)
     return model, bundle, transform

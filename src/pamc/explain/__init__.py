@@ -8,7 +8,6 @@ from pamc.explain.cam import (
     model_image_size,
     pooled_scores,
     read_image,
-    resize_for_model,
     select_classes,
     upsample_cam,
 )
@@ -20,7 +19,7 @@ from pamc.explain.sweep import plot_alpha_sweep
 
 __all__ = [
     "CAMs", "boost", "compute_cams", "model_image_size",
-    "pooled_scores", "read_image", "resize_for_model", "select_classes", "upsample_cam",
+    "pooled_scores", "read_image", "select_classes", "upsample_cam",
     "GapResult", "attribution", "attribution_gap", "pearson", "plot_gap", "top_region",
     "write_index", "box_iou", "cam_box", "localization", "peak_pixel", "Panel", "heat",
     "overlay_array", "save_overlay_figure", "score_title", "plot_alpha_sweep",

@@ -19,21 +19,19 @@ import torch.nn.functional as F
 
 from pamc.config import RunConfig
 from pamc.data import DeviceTransform
+from pamc.data.preprocess import Preprocess, decode_file, preprocess_for
 from pamc.errors import DataError, PamcError
 from pamc.models import BoostLU, CAMClassifier
 
 
 def model_image_size(cfg: RunConfig) -> int:
     """The square input resolution the model was trained at."""
-    if cfg.data.image_size is not None:
-        return cfg.data.image_size
-    if cfg.data.dataset == "synthetic":
-        return cfg.data.synthetic.image_size
-    raise PamcError(f"the checkpoint's config does not record an image size for dataset {cfg.data.dataset!r}")
+    return preprocess_for(cfg).image_size
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """An image file as uint8 (H, W, 3) RGB."""
+    """An image file as uint8 (H, W, 3) RGB at its own size, for display (the model's input is
+    decoded by :class:`~pamc.data.preprocess.Preprocess`)."""
     from PIL import Image, UnidentifiedImageError
 
     from pamc.data.image_cache import ImageTooLarge, open_image, to_rgb8
@@ -50,28 +48,20 @@ def read_image(path: str | Path) -> np.ndarray:
         raise DataError(f"cannot read image {path}: {exc}") from None
 
 
-def resize_for_model(image: np.ndarray, size: int) -> np.ndarray:
-    """(H, W, 3) uint8 -> (3, size, size) uint8, stretched like the training images."""
-    from PIL import Image
-
-    resized = Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR)
-    return np.asarray(resized, dtype=np.uint8).transpose(2, 0, 1).copy()
-
-
 def load_image_files(paths: Sequence[str | Path], size: int,
                      keep_originals: bool = True) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Model inputs (N, 3, size, size) uint8 and the original (H, W, 3) images, for display.
+    """Model inputs (N, 3, size, size) uint8, decoded as the image cache decodes them, and the
+    original (H, W, 3) images, for display.
 
-    Images are read one at a time; with ``keep_originals=False`` each original is dropped once
-    resized (the list is empty), so memory holds the small model inputs only.
+    Images are read one at a time; with ``keep_originals=False`` no original is kept (the list
+    is empty), so memory holds the small model inputs only.
     """
     inputs = np.zeros((len(paths), 3, size, size), dtype=np.uint8)
     originals = []
     for i, path in enumerate(paths):
-        image = read_image(path)
-        inputs[i] = resize_for_model(image, size)
+        inputs[i] = decode_file(path, size)
         if keep_originals:
-            originals.append(image)
+            originals.append(read_image(path))
     return inputs, originals
 
 
@@ -105,15 +95,17 @@ def compute_cams(
     *,
     alpha: float | None = None,
     batch_size: int = 128,
+    preprocess: Preprocess | None = None,
 ) -> CAMs:
     """Raw CAMs of uint8 images (N, 3, H, W), and sigmoid scores with BoostLU ``alpha``.
 
-    ``alpha`` defaults to the model's inference alpha.
+    ``alpha`` defaults to the model's inference alpha; the images are normalised as
+    ``preprocess`` says (the trained run's; default: ImageNet statistics).
     """
     model.eval()
     alpha = model.eval_alpha if alpha is None else float(alpha)
     device = next(model.parameters()).device
-    transform = DeviceTransform(device)
+    transform = preprocess.transform(device) if preprocess is not None else DeviceTransform(device)
     raws = []
     for start in range(0, len(images), batch_size):
         batch = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size]))

@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from pamc.data import ArrayLoader, DeviceTransform, LabelStore, Split
+from pamc.data import ArrayLoader, LabelStore, Split
 from pamc.engine import load_trained, predict
-from pamc.explain.cam import load_image_files, model_image_size
+from pamc.explain.cam import load_image_files
 
 BATCH = 64
 
@@ -40,10 +40,11 @@ def predict_files(
     if alpha is not None:
         trained.model.set_eval_alpha(alpha)
     num_classes = len(trained.class_names)
-    transform = DeviceTransform(torch.device(device))
+    preprocess = trained.preprocess
+    transform = preprocess.transform(device)
     chunks = [np.zeros((0, num_classes), dtype=np.float32)]
     for start in range(0, len(paths), BATCH):  # streamed: one batch of decoded images at a time
-        inputs, _ = load_image_files(paths[start:start + BATCH], model_image_size(trained.config), keep_originals=False)
+        inputs, _ = load_image_files(paths[start:start + BATCH], preprocess.image_size, keep_originals=False)
         split = Split(inputs, None, LabelStore(np.zeros((len(inputs), num_classes), dtype=np.int8)))
         chunks.append(predict(trained.model, ArrayLoader(split, BATCH), transform))
     scores = np.concatenate(chunks)

@@ -50,8 +50,8 @@ def gap_report(
     rows, classes = np.nonzero(labels == 1)
     if len(rows) == 0:
         raise PamcError("no positive labels among the chosen images")
-    cams_full = compute_cams(full.model, images, alpha=1.0).raw
-    cams_part = compute_cams(partial.model, images, alpha=1.0).raw
+    cams_full = compute_cams(full.model, images, alpha=1.0, preprocess=full.preprocess).raw
+    cams_part = compute_cams(partial.model, images, alpha=1.0, preprocess=partial.preprocess).raw
     result = attribution_gap(cams_full[rows, classes], cams_part[rows, classes], alpha=alpha, top_fraction=top_fraction)
     summary: dict[str, Any] = {
         "full_checkpoint": str(full.path),

@@ -3,7 +3,6 @@
 from pamc.losses.asl import AsymmetricLoss
 from pamc.losses.assume_negative import AssumeNegativeLoss, FullLabelLoss
 from pamc.losses.base import LOSSES, LossOutput, PartialLabelLoss, create_loss
-from pamc.losses.defaults import DATASET_DEFAULTS, DatasetDefaults, resolve_method_params
 from pamc.losses.entropy import EntropyMaximization, EntropyMaximizationAPL
 from pamc.losses.epr_role import ROLE, ExpectedPositiveRegularizer, ROLELinearInit
 from pamc.losses.gr import GeneralizedRobustLoss
@@ -18,18 +17,15 @@ from pamc.losses.smoothing import AssumeNegativeLabelSmoothing, WeakAssumeNegati
 
 __all__ = [
     "LOSSES",
-    "DATASET_DEFAULTS",
     "ROLE",
     "AssumeNegativeLabelSmoothing",
     "AsymmetricLoss",
-    "DatasetDefaults",
     "EntropyMaximization",
     "EntropyMaximizationAPL",
     "ExpectedPositiveRegularizer",
     "GeneralizedRobustLoss",
     "ROLELinearInit",
     "WeakAssumeNegative",
-    "resolve_method_params",
     "AssumeNegativeLoss",
     "FullLabelLoss",
     "LargeLoss",

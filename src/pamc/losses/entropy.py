@@ -6,7 +6,7 @@ EM: observed positives get ``-log p``; every unobserved entry gets ``-alpha * H(
 binary entropy ``H(p) = -p log p - (1-p) log(1-p)``, so training pushes unknown labels towards
 p = 0.5 instead of 0. The gradient of ``-alpha H`` with respect to the logit ``x`` is
 ``alpha * x * p (1 - p)``. The matrix is averaged over B*C. Per-dataset ``alpha`` (and the APL
-settings) are in :mod:`pamc.losses.defaults`.
+settings) are in the dataset catalog (:mod:`pamc.data.catalog`).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Formulas follow the authors' code (elijahcole/single-positive-multi-label: ``loss_epr``,
 ``loss_role``, ``LabelEstimator``); the per-dataset expected number of positives is in
-:mod:`pamc.losses.defaults`. The loss matrix is averaged over all B*C entries and the
+the dataset catalog (:mod:`pamc.data.catalog`). The loss matrix is averaged over all B*C entries and the
 regulariser added, as in the authors' ``compute_batch_loss``.
 
 Observed negatives (absent in the single-positive setting, which the authors' code asserts)
@@ -46,7 +46,7 @@ def _expected_num_pos(method: str, value: float | None) -> float:
     """EPR's ``k``, required: the average number of positives per image."""
     if value is None:
         raise ConfigError(f"{method} needs method.params.expected_num_pos (the average number of "
-                          "positives per image; known datasets get it from pamc.losses.defaults)")
+                          "positives per image; catalog datasets get it from pamc.data.catalog)")
     return check_positive_number("expected_num_pos", value)
 
 

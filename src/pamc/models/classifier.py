@@ -7,7 +7,7 @@ from typing import NamedTuple
 from torch import Tensor, nn
 
 from pamc.errors import ConfigError
-from pamc.models.backbones import create_backbone
+from pamc.models.backbones import IMAGENET_INPUT, InputSpec, create_backbone, input_spec
 from pamc.models.boostlu import BoostLU
 
 
@@ -23,6 +23,7 @@ class CAMClassifier(nn.Module):
 
     ``boost_train`` is applied in training mode and ``boost_eval`` in eval mode, so the
     paper's setting (train with alpha 1, explain/evaluate with alpha 5) is one switch away.
+    ``input_spec`` is the normalisation and native size the backbone expects (default: ImageNet's).
     """
 
     def __init__(
@@ -31,6 +32,7 @@ class CAMClassifier(nn.Module):
         num_classes: int,
         train_alpha: float = 1.0,
         eval_alpha: float | None = None,
+        input_spec: InputSpec | None = None,
     ) -> None:
         super().__init__()
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
@@ -43,6 +45,7 @@ class CAMClassifier(nn.Module):
         self.boost_train = BoostLU(train_alpha)
         self.boost_eval = BoostLU(train_alpha if eval_alpha is None else eval_alpha)
         self.num_classes = num_classes
+        self.input_spec = input_spec or IMAGENET_INPUT
 
     @property
     def train_alpha(self) -> float:
@@ -93,4 +96,5 @@ def build_model(
 ) -> CAMClassifier:
     """Create a backbone by name and put a CAM head with BoostLU on it."""
     net = create_backbone(backbone, pretrained=pretrained, **backbone_kwargs)
-    return CAMClassifier(net, num_classes, train_alpha=train_alpha, eval_alpha=eval_alpha)
+    return CAMClassifier(net, num_classes, train_alpha=train_alpha, eval_alpha=eval_alpha,
+                         input_spec=input_spec(backbone))

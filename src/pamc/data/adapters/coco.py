@@ -1,8 +1,10 @@
-"""MS-COCO 2014: ``annotations/instances_{train,val}2014.json``, images in ``train2014/`` and
-``val2014/``. The 80 classes are taken in category-id order; an image is positive for every
-category it has an annotation of (crowd annotations included), and the boxes are those
-annotations. Images without any annotation are left out, as in the single-positive benchmark.
-Protocol: train2014 (80/20 train/val), val2014 as the test set.
+"""MS-COCO 2014 or 2017: ``annotations/instances_{train,val}YEAR.json``, images in
+``trainYEAR/`` and ``valYEAR/``. The 80 classes are taken in category-id order; an image is
+positive for every category it has an annotation of (crowd annotations included), and the boxes
+are those annotations. Images without any annotation are left out, as in the single-positive
+benchmark. Protocol: trainYEAR (80/20 train/val), valYEAR as the test set.
+
+``coco2014`` and ``coco2017`` read one layout each; ``coco`` reads whichever one the root holds.
 """
 
 from __future__ import annotations
@@ -122,17 +124,46 @@ def read_instances(path: Path, folder: str, categories: list[dict] | None = None
     return names, cat_ids, SplitIndex.from_dense(paths, full, boxes)
 
 
+YEARS = ("2014", "2017")
+
+
+def _parse(cfg: DataConfig, year: str) -> ParsedDataset:
+    root = require_root(cfg)
+    ann = root / "annotations"
+    names, ids, pool = read_instances(ann / f"instances_train{year}.json", f"train{year}",
+                                      allow_outside=cfg.allow_outside_root)
+    test_names, test_ids, test = read_instances(ann / f"instances_val{year}.json", f"val{year}",
+                                                allow_outside=cfg.allow_outside_root)
+    if test_ids != ids:
+        raise DataError(f"instances_train{year}.json and instances_val{year}.json have different categories")
+    for folder in (f"train{year}", f"val{year}"):
+        require(root / folder, "image folder")
+    return ParsedDataset(f"coco{year}", root, names, pool, test)
+
+
+def detect_year(root: Path) -> str:
+    """The COCO release whose ``annotations/instances_train*.json`` is in ``root``."""
+    found = [y for y in YEARS if (root / "annotations" / f"instances_train{y}.json").is_file()]
+    if len(found) != 1:
+        what = "both the 2014 and the 2017 layout" if found else "neither the 2014 nor the 2017 layout"
+        raise DataError(f"{root} holds {what} (annotations/instances_train{{2014,2017}}.json); "
+                        "choose --dataset coco2014 or coco2017")
+    return found[0]
+
+
 @adapter("coco2014")
 def coco2014(cfg: DataConfig) -> ParsedDataset:
     """MS-COCO 2014: train2014 (80/20 train/val), val2014 as the test set; 80 classes."""
-    root = require_root(cfg)
-    ann = root / "annotations"
-    names, ids, pool = read_instances(ann / "instances_train2014.json", "train2014",
-                                      allow_outside=cfg.allow_outside_root)
-    test_names, test_ids, test = read_instances(ann / "instances_val2014.json", "val2014",
-                                                allow_outside=cfg.allow_outside_root)
-    if test_ids != ids:
-        raise DataError("instances_train2014.json and instances_val2014.json have different categories")
-    for folder in ("train2014", "val2014"):
-        require(root / folder, "image folder")
-    return ParsedDataset("coco2014", root, names, pool, test)
+    return _parse(cfg, "2014")
+
+
+@adapter("coco2017")
+def coco2017(cfg: DataConfig) -> ParsedDataset:
+    """MS-COCO 2017: train2017 (80/20 train/val), val2017 as the test set; 80 classes."""
+    return _parse(cfg, "2017")
+
+
+@adapter("coco")
+def coco(cfg: DataConfig) -> ParsedDataset:
+    """MS-COCO in whichever layout (2014 or 2017) the root holds."""
+    return _parse(cfg, detect_year(require_root(cfg)))

@@ -19,16 +19,15 @@ from pathlib import Path
 import numpy as np
 
 from pamc.config import DataConfig
-from pamc.data.datasets import DATASETS, DatasetBundle, Split, split_indices, subset_boxes
+from pamc.data.catalog import default_image_size, parser, register_dataset
+from pamc.data.datasets import DatasetBundle, Split, split_indices, subset_boxes
 from pamc.data.image_cache import ImageRows, _save_npz, open_or_build_cache
 from pamc.data.labels import LabelStore, check_label_values, check_observed, observe
 from pamc.data.sparse_labels import SparseLabelStore, make_label_store
 from pamc.errors import DataError
-from pamc.registry import Registry
 
 log = logging.getLogger(__name__)
 
-DEFAULT_IMAGE_SIZE = 448
 FREQUENCY_GROUPS = 5  # group_map datasets: the evaluator's default number of frequency groups
 INDEX_FORMAT = 1
 Store = LabelStore | SparseLabelStore
@@ -120,21 +119,16 @@ class ParsedDataset:
     test_pool_fraction: float | None = None  # hold the test split out of the pool instead
 
 
-PARSERS: Registry[ParsedDataset] = Registry("dataset")
-
-
 def adapter(name: str):
-    """Register ``parse(cfg) -> ParsedDataset`` in :data:`PARSERS` and its assembled dataset
-    in :data:`~pamc.data.DATASETS` under ``name``."""
+    """Register ``parse(cfg) -> ParsedDataset`` as the reader of ``name`` in the dataset catalog
+    (:data:`pamc.data.catalog.DATASETS`); building the dataset assembles what it parses."""
 
     def decorator(parse):
-        PARSERS.register(name)(parse)
-
-        def factory(cfg: DataConfig) -> DatasetBundle:
+        def build(cfg: DataConfig) -> DatasetBundle:
             return assemble(parse_dataset(cfg), cfg)
 
-        factory.__doc__ = parse.__doc__
-        DATASETS.register(name)(factory)
+        build.__doc__ = parse.__doc__
+        register_dataset(name, build, parse)
         return parse
 
     return decorator
@@ -275,7 +269,7 @@ def _scaled_boxes(index: SplitIndex, sizes: np.ndarray, size: int) -> np.ndarray
 def load_images(parsed: ParsedDataset, index: SplitIndex, what: str, cfg: DataConfig, cache_dir: Path,
                 progress=None) -> tuple[np.ndarray, ImageRows, np.ndarray]:
     """Decode (or reuse) the cache of ``index``. Returns (ok mask, images of the ok rows, their boxes)."""
-    size = cfg.image_size or DEFAULT_IMAGE_SIZE
+    size = default_image_size(cfg)
     cached = open_or_build_cache(parsed.root, index.paths, size, cache_dir, strict=cfg.strict,
                                  max_pixels=cfg.max_image_pixels,
                                  what=f"{parsed.name} {what}", progress=progress)
@@ -428,4 +422,4 @@ def parse_dataset(cfg: DataConfig) -> ParsedDataset:
     root = require_root(cfg)
     folder = default_cache_dir(cfg, root)
     parsed = load_index(folder, index_key(cfg, root))
-    return parsed if parsed is not None else PARSERS.get(cfg.dataset)(cfg)
+    return parsed if parsed is not None else parser(cfg.dataset)(cfg)

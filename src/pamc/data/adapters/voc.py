@@ -19,15 +19,11 @@ from pamc.config import DataConfig
 from pamc.data.adapters.common import (
     ParsedDataset, SplitIndex, adapter, check_image_paths, numbered_lines, require, require_root,
 )
+from pamc.data.catalog import VOC_CLASSES
 from pamc.errors import DataError
 
 log = logging.getLogger(__name__)
 
-VOC_CLASSES: tuple[str, ...] = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
-    "train", "tvmonitor",
-)
 SPLITS = {"2007": ("trainval", "test"), "2012": ("train", "val")}
 _DIFFICULT = {"positive": 1, "negative": -1, "ignore": 0}
 
