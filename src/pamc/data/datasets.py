@@ -11,6 +11,7 @@ from pamc.config import DataConfig
 import torch
 
 from pamc.data.labels import LabelStore, observe
+from pamc.data.scoring import warn_unscorable
 from pamc.data.sparse_labels import SparseLabelStore
 from pamc.data.synthetic import make_scenes
 from pamc.errors import DataError
@@ -72,8 +73,10 @@ DATASETS: Registry[DatasetBundle] = Registry("dataset")
 
 
 def build_dataset(cfg: DataConfig) -> DatasetBundle:
-    """Build the dataset named by ``cfg.dataset``."""
-    return DATASETS.get(cfg.dataset)(cfg)
+    """Build the dataset named by ``cfg.dataset``; warns about classes its val/test splits cannot score."""
+    bundle = DATASETS.get(cfg.dataset)(cfg)
+    warn_unscorable(bundle)
+    return bundle
 
 
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
