@@ -2,8 +2,9 @@
 
 Protocol (Kim et al. 2022/2023): Adam with the classifier head at ``head_lr_mult`` times the
 backbone learning rate; the training pool is split 80/20 into train/validation; the model is
-selected on validation mAP (full labels by default, optionally observed labels); the best
-checkpoint is evaluated on the test set.
+selected on validation mAP (full labels by default, optionally observed labels), or the last
+epoch is kept when validation cannot rank models (``train.select``, :mod:`pamc.engine.selection`);
+the kept checkpoint is evaluated on the test set.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from pamc.engine.distributed import (
 )
 from pamc.engine.frozen import backbone_frozen_in, cache_frozen_features, freeze_backbone_for_epoch
 from pamc.engine.precision import Precision, eval_autocast, maybe_compile
+from pamc.engine.selection import resolve_selection
 from pamc.errors import CheckpointError, OutputError, PamcError, TrainingError
 from pamc.evaluation import MultiLabelEvaluator
 from pamc.losses import PartialLabelLoss, create_loss, resolve_method_params
@@ -321,6 +323,9 @@ def fit(
     val_loader = ArrayLoader(bundle.val, eval_bs)
     test_loader = ArrayLoader(bundle.test, eval_bs)
     select_labels = "full" if cfg.train.select_on == "full" else "observed"
+    val_ignore = select_labels == "observed" or bundle.partial_test_labels
+    selection = resolve_selection(cfg.train.select, bundle.val.full if select_labels == "full" else bundle.val.observed,
+                                  val_ignore)
     if dist_ctx.enabled:
         train_loader = ShardedLoader(bundle.train, local_bs, dist_ctx, seed=cfg.train.seed)
         val_loader = ArrayLoader(bundle.val, eval_bs, indices=eval_shard(len(bundle.val), dist_ctx))
@@ -384,8 +389,7 @@ def fit(
             except TrainingError as exc:
                 raise TrainingError(f"{exc}; {_last_good(out)}") from None
             criterion.on_epoch_end(epoch)
-            val = evaluate(model, val_loader, transform, labels=select_labels,
-                           ignore_unobserved=select_labels == "observed" or bundle.partial_test_labels,
+            val = evaluate(model, val_loader, transform, labels=select_labels, ignore_unobserved=val_ignore,
                            precision=precision, dist_ctx=dist_ctx)
             record = {"epoch": epoch, **train_stats, "val_map": val["map"]}
             if dist_ctx.enabled:  # every rank's training labels, to show they agree
@@ -393,7 +397,7 @@ def fit(
                 record["label_digests"] = all_gather_objects(label_store_digest(bundle.train.observed), dist_ctx)
             if hasattr(criterion, "clean_rate"):
                 record["clean_rate"] = float(criterion.clean_rate)
-            record["is_best"] = val["map"] > best_map
+            record["is_best"] = selection.keeps(val["map"], best_map)
             if record["is_best"]:
                 best_map, best_epoch = val["map"], epoch
             history.append(record)
@@ -420,6 +424,7 @@ def fit(
             "train_alpha": cfg.model.train_alpha,
             "eval_alpha": cfg.model.resolved_eval_alpha,
             "best_epoch": best_epoch,
+            "select": selection.mode,
             "best_val_map": best_map,
             "test_map": test["map"],
             "test_ap": dict(zip(bundle.class_names, test["ap"])),
