@@ -13,6 +13,7 @@ from pamc.explain.cam import (
     read_image,
     resize_for_model,
     select_classes,
+    split_images,
     upsample_cam,
 )
 from pamc.explain.gap import GapResult, attribution, attribution_gap, pearson, plot_gap, top_region
@@ -27,5 +28,5 @@ __all__ = [
     "GapResult", "attribution", "attribution_gap", "pearson", "plot_gap", "top_region",
     "write_index", "box_iou", "cam_box", "localization", "peak_pixel", "Panel", "heat",
     "overlay_array", "save_overlay_figure", "score_title", "alpha_sweep", "plot_alpha_sweep",
-    "load_split", "load_image_files",
+    "load_split", "load_image_files", "split_images",
 ]

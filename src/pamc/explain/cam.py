@@ -75,6 +75,12 @@ def load_split(trained: TrainedModel, split: str, data_root: str | None = None) 
     return getattr(bundle, split)
 
 
+def split_images(split: Split, n: int) -> np.ndarray:
+    """The first ``n`` images of ``split`` as a uint8 NumPy array (n, 3, H, W), whether the split
+    holds an array (synthetic) or a view of the image cache (real datasets, torch batches)."""
+    return np.ascontiguousarray(np.asarray(split.images[np.arange(min(n, len(split)))]))
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """An image file as uint8 (H, W, 3) RGB."""
     from PIL import Image, UnidentifiedImageError
