@@ -17,7 +17,7 @@ from pamc.data import ArrayLoader, DeviceTransform, LabelStore, SparseLabelStore
 from pamc.data.scoring import unscorable_classes
 from pamc.data.synthetic import make_scenes, write_csv_dataset
 from pamc.engine import load_checkpoint, restore_model
-from pamc.engine.selection import resolve_selection
+from pamc.engine.hooks import Selection, resolve_selection
 from pamc.engine.trainer import predict
 from pamc.errors import DataError
 
@@ -152,7 +152,7 @@ def test_resolve_selection(choice, labels, ignore, mode, warns, caplog):
                   SparseLabelStore.from_dense(np.array(labels, dtype=np.int8))):
         caplog.clear()
         selection = resolve_selection(choice, store, ignore)
-        assert selection.mode == mode
+        assert selection is Selection(mode)
         assert bool(caplog.records) == warns
     assert selection.keeps(50.0, 60.0) == (mode == "last") and selection.keeps(70.0, 60.0)
 

@@ -6,7 +6,7 @@ import torch
 
 from pamc.config import TrainConfig, config_from_dict
 from pamc.data import ArrayLoader, DeviceTransform, LabelStore, Split
-from pamc.engine import train_one_epoch
+from pamc.engine import Trainer, train_one_epoch
 from pamc.engine.precision import Precision, maybe_compile, resolve_amp_dtype
 from pamc.errors import ConfigError
 from pamc.losses import create_loss
@@ -122,8 +122,9 @@ def test_train_one_epoch_with_bf16_and_channels_last():
     precision.prepare_model(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     before = model.head.weight.detach().clone()
-    stats = train_one_epoch(model, create_loss("an"), optimizer, ArrayLoader(split, 8, shuffle=True),
-                            DeviceTransform(CPU), 1, precision=precision)
+    trainer = Trainer(model, create_loss("an"), optimizer, ArrayLoader(split, 8, shuffle=True), DeviceTransform(CPU),
+                      precision=precision)
+    stats = train_one_epoch(trainer)
     assert np.isfinite(stats["train_loss"]) and stats["corrected_labels"] == 0
     assert not torch.equal(model.head.weight, before)
     assert model.head.weight.dtype == torch.float32  # master weights stay fp32

@@ -76,6 +76,9 @@ class LargeLoss(PartialLabelLoss):
             raise ValueError(f"epochs are 1-based, got {epoch}")
         self.clean_rate.fill_(max(0.0, 1.0 - (epoch - 1) * self.delta_rel / 100))
 
+    def epoch_metrics(self) -> dict[str, float]:
+        return {"clean_rate": float(self.clean_rate)}
+
     def _num_selected(self, num_entries: int, clean_rate: float) -> int:
         if self.mode is LargeLossMode.CORRECT_PERMANENT:
             return selection_size(num_entries, self.delta_rel / 100)
