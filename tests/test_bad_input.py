@@ -427,7 +427,9 @@ def pretrained_file(c: Ctx, edit: Callable[[dict], None]) -> str:
 def _edit_state_progress(**fields: object) -> Callable[[dict], None]:
     def edit(raw: dict) -> None:
         for k, v in fields.items():
-            if k in raw["progress"]:
+            if k == "best_epoch":  # the selection hook's state (training-state format 2)
+                raw["hooks"]["selection"][k] = v
+            elif k in raw["progress"]:
                 raw["progress"][k] = v
             else:
                 raw[k] = v
