@@ -171,7 +171,8 @@ def test_corrupt_jpeg_warning_then_strict_error_through_the_cli(tmp_path, capsys
     proc = run_cli("prepare", "csv", "--data-root", str(d), "--out", str(tmp_path / "p"), "--image-size", "32", "--no-progress")
     assert proc.returncode == 0 and "Traceback" not in proc.stderr
     warnings = [line for line in proc.stderr.splitlines() if line.startswith("WARNING")]
-    assert len(warnings) == 1
+    # the images' warning, then one per evaluated split naming the classes it cannot score
+    assert len(warnings) == 3 and all(w.startswith("WARNING pamc.data.scoring") for w in warnings[1:])
     assert "skipped 2 of 16 images: 1 missing (first: img/train_0005.jpg), 1 corrupt or truncated (first: img/train_0002.jpg)" in warnings[0]
     assert "train_listed 16" in proc.stdout and "train 9, val 2, test 3" in proc.stdout
     _in_process_error(capsys, ["prepare", "csv", "--data-root", str(d), "--out", str(tmp_path / "q"), "--strict"],

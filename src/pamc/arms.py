@@ -97,7 +97,7 @@ def run_arm(spec: ArmRun, source: Path | None = None, *, dataset: DatasetBundle 
     results = RunResults(
         dataset=bundle.name, method=spec.config.method.name, train_alpha=spec.config.model.train_alpha,
         eval_alpha=alpha, best_epoch=from_run.best_epoch, best_val_map=from_run.best_val_map,
-        test_map=row["map"], test_ap=row["ap"], evaluated_from=str(source),
+        test_map=row["map"], test_ap=row["ap"], evaluated_from=str(source), select=from_run.select,
     )
     if spec.run_dir is not None:
         run = RunDir.create(spec.run_dir)

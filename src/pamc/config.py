@@ -69,6 +69,10 @@ class DataConfig:
     # real datasets (pamc.data.adapters, docs/datasets.md)
     cache_dir: str | None = None  # prepared folder: index, observed labels, image cache
     test_csv: str | None = None  # csv dataset: a separate test set
+    val_csv: str | None = None  # csv dataset: a separate, completely labelled validation set
+    # csv list form: "complete" = a class not listed is negative in the test/val CSVs; "partial" = unobserved
+    test_labels: Literal["complete", "partial"] = "complete"
+    name: str | None = None  # the data set's name in `pamc table` (default: dataset and data root)
     strict: bool = False  # missing or corrupt images are errors instead of counted warnings
     voc_difficult: Literal["positive", "negative", "ignore"] = "positive"
     label_store: Literal["auto", "dense", "sparse"] = "auto"
@@ -86,6 +90,8 @@ class DataConfig:
                f"data.voc_difficult must be positive, negative or ignore, got {self.voc_difficult!r}")
         _check(self.label_store in ("auto", "dense", "sparse"),
                f"data.label_store must be auto, dense or sparse, got {self.label_store!r}")
+        _check(self.test_labels in ("complete", "partial"),
+               f"data.test_labels must be complete or partial, got {self.test_labels!r}")
         _check(self.max_image_pixels >= 256, f"data.max_image_pixels must be >= 256, got {self.max_image_pixels}")
         _check(self.image_size is None or self.image_size ** 2 <= self.max_image_pixels,
                f"data.image_size {self.image_size} is over the pixel budget data.max_image_pixels "
@@ -134,6 +140,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     select_on: Literal["full", "observed"] = "full"
+    # which epoch's weights become best.safetensors (pamc.engine.hooks.resolve_selection):
+    # "auto" = best_val when the validation labels can rank models, else last (with one warning)
+    select: Literal["auto", "best_val", "last"] = "auto"
     flip: bool = True
     deterministic: bool = False
     checkpoint_every_steps: int = 0  # 0: the `last` checkpoint is written at epoch ends only
@@ -151,6 +160,8 @@ class TrainConfig:
         _check(_finite(self.lr) and self.lr > 0, f"train.lr must be > 0, got {self.lr}")
         _check(_finite(self.head_lr_mult) and self.head_lr_mult > 0, "train.head_lr_mult must be > 0")
         _check(_finite(self.weight_decay) and self.weight_decay >= 0, "train.weight_decay must be >= 0")
+        _check(self.select in ("auto", "best_val", "last"),
+               f"train.select must be auto, best_val or last, got {self.select!r}")
         _check(self.checkpoint_every_steps >= 0,
                f"train.checkpoint_every_steps must be >= 0, got {self.checkpoint_every_steps}")
         _check(self.threads == "auto" or self.threads >= 1, f"train.threads must be 'auto' or >= 1, got {self.threads!r}")

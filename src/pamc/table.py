@@ -1,8 +1,11 @@
 """Aggregate finished runs into the paper's table layout.
 
 Each run directory (:class:`pamc.engine.RunDir`) holds its config and results record (written
-by :func:`pamc.engine.fit` and the zoo). Runs are grouped by dataset, method and BoostLU alphas; a group's
-cell is the mean ± std of test mAP over its runs (seeds). When a run's config carries
+by :func:`pamc.engine.fit` and the zoo). Runs are grouped by data set, method and BoostLU alphas; a group's
+cell is the mean ± std of test mAP over its runs (seeds). A data set is ``data.name`` when the
+run's config gives one, else the dataset with its data root and test CSV: runs of one dataset
+name on different roots (two CSV data sets) get one column each, headed by the dataset and the
+shortest tail of the root that tells them apart. When a run's config carries
 ``meta.paper_map`` (the number the paper reports for that row), it is shown beside ours.
 Runs that report the mAP of classes grouped by training frequency (``test_group_map``,
 OpenImages G1..G5) get a second table of those groups, beside ``meta.paper_group_map``.
@@ -11,13 +14,16 @@ OpenImages G1..G5) get a second table of those groups, beside ``meta.paper_group
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import math
+import os
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from pamc.config import DataConfig
 from pamc.engine.rundir import RESULTS_FILE, RunDir
 from pamc.errors import PamcError
 
@@ -36,6 +42,7 @@ class RunRecord:
     paper_map: float | None
     group_map: tuple[float, ...] | None = None
     paper_group_map: tuple[float, ...] | None = None
+    source: str = ""  # what the data set is: data.name, or the data root and test CSV
 
 
 @dataclass
@@ -128,15 +135,44 @@ def read_run(path: Path) -> RunRecord:
     if paper is not None and (isinstance(paper, bool) or not isinstance(paper, (int, float))):
         raise PamcError(f"{run.config_path}: meta.paper_map must be a number or null, got {paper!r}")
     paper_groups = _numbers(cfg.meta.get("paper_group_map"), f"{run.config_path}: meta.paper_group_map")
-    return RunRecord(path, cfg.data.dataset, cfg.method.name, cfg.model.train_alpha,
+    return RunRecord(path, cfg.data.name or cfg.data.dataset, cfg.method.name, cfg.model.train_alpha,
                      cfg.model.resolved_eval_alpha, cfg.train.seed, results.test_map,
-                     None if paper is None else float(paper), group_map, paper_groups)
+                     None if paper is None else float(paper), group_map, paper_groups, _source(cfg.data))
+
+
+def _source(data: DataConfig) -> str:
+    if data.name:
+        return data.name
+    paths = [os.path.normpath(os.path.expanduser(p)) for p in (data.root, data.test_csv) if p]
+    return " + ".join(paths)
+
+
+def name_data_sets(records: Sequence[RunRecord]) -> list[RunRecord]:
+    """Records whose ``dataset`` names one data set: a dataset name shared by runs of several
+    sources becomes ``name (root tail)``."""
+    sources: dict[str, set[str]] = {}
+    for r in records:
+        sources.setdefault(r.dataset, set()).add(r.source)
+    labels: dict[tuple[str, str], str] = {}
+    for name, found in sources.items():
+        if len(found) == 1:
+            labels[(name, found.pop())] = name
+            continue
+        parts = {src: Path(src).parts for src in found}
+        for k in range(1, max(map(len, parts.values())) + 1):
+            tails = {src: "/".join(p[-k:]) for src, p in parts.items()}
+            if len(set(tails.values())) == len(found):
+                break
+        else:
+            tails = {src: src for src in found}
+        labels.update({(name, src): f"{name} ({tail})" for src, tail in tails.items()})
+    return [dataclasses.replace(r, dataset=labels[(r.dataset, r.source)]) for r in records]
 
 
 def group_runs(records: Sequence[RunRecord]) -> list[Group]:
     """Group records by dataset, method and alphas; sorted by those (plain method first)."""
     groups: dict[tuple[str, str, float, float], Group] = {}
-    for r in records:
+    for r in name_data_sets(records):
         key = (r.dataset, r.method, r.train_alpha, r.eval_alpha)
         g = groups.setdefault(key, Group(*key))
         g.maps.append(r.test_map)

@@ -45,7 +45,7 @@ class Cam:
         from pamc.engine import load_trained, resolve_device
         from pamc.explain import (
             Panel, boost, compute_cams, load_image_files, model_image_size, pooled_scores,
-            save_overlay_figure, score_title, select_classes, write_index,
+            save_overlay_figure, score_title, select_classes, split_images, write_index,
         )
         from pamc.explain.cam import read_image
         from pamc.models import BoostLU
@@ -64,7 +64,7 @@ class Cam:
         if args.dataset_split:
             split = trained.split(args.dataset_split, args.data_root)
             n = min(args.limit, len(split))
-            inputs = split.images[:n]
+            inputs = split_images(split, n)
             displays = [img.transpose(1, 2, 0) for img in inputs]
             labels = [f"{args.dataset_split} #{i}" for i in range(n)]
             files = [f"{args.dataset_split}_{i:05d}.png" for i in range(n)]

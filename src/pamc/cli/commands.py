@@ -29,6 +29,10 @@ class Train:
         p.add_argument("--cache-dir", help="prepared dataset folder (index, observed labels, image cache)")
         p.add_argument("--image-size", type=int, help="input resolution of real datasets (default 448)")
         p.add_argument("--test-csv", help="csv dataset: a separate test set")
+        p.add_argument("--val-csv", help="csv dataset: a separate, completely labelled validation set")
+        p.add_argument("--test-labels", choices=["complete", "partial"],
+                       help="csv list form: a class not listed in the test/val CSV is negative (complete, "
+                            "default) or unobserved (partial)")
         p.add_argument("--method", help="loss / method name (an, full, ll-r, ll-ct, ll-cp, ...)")
         p.add_argument("--backbone", help="backbone name")
         p.add_argument("--pretrained", help="backbone weights: 'imagenet' (installed ImageNet weights: "
@@ -44,6 +48,9 @@ class Train:
                        help="deterministic algorithms: the same seed gives identical metrics on CPU")
         p.add_argument("--device", help="auto, cpu, cuda, cuda:1, ...")
         p.add_argument("--select-on", choices=["full", "observed"], help="labels used for model selection")
+        p.add_argument("--select", choices=["auto", "best_val", "last"],
+                       help="epoch kept as best.safetensors (default auto: best_val when validation can rank "
+                            "models, else last)")
         p.add_argument("--output-dir", "-o", help="run directory to create")
         p.add_argument("--threads", type=threads_arg, help="intra-op threads (default auto: the idle usable cores)")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -62,6 +69,7 @@ class Train:
         flags = {
             "data.dataset": args.dataset, "data.root": args.data_root, "method.name": args.method,
             "data.cache_dir": args.cache_dir, "data.image_size": args.image_size, "data.test_csv": args.test_csv,
+            "data.val_csv": args.val_csv, "data.test_labels": args.test_labels, "train.select": args.select,
             "model.backbone": args.backbone, "model.pretrained": args.pretrained,
             "model.train_alpha": args.alpha, "model.eval_alpha": args.alpha,
             "train.epochs": args.epochs, "train.lr": args.lr, "train.batch_size": args.batch_size,

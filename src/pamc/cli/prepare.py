@@ -21,6 +21,9 @@ class Prepare:
         p.add_argument("--num-neg", type=int, default=0, help="observed negatives per image")
         p.add_argument("--obs-seed", type=int, default=1200, help="seed of the observed labels")
         p.add_argument("--test-csv", help="csv: a separate test set")
+        p.add_argument("--val-csv", help="csv: a separate, completely labelled validation set")
+        p.add_argument("--test-labels", choices=["complete", "partial"], default="complete",
+                       help="csv list form: a class not listed in the test/val CSV is negative or unobserved")
         p.add_argument("--strict", action="store_true", help="fail on a missing or corrupt image instead of skipping it")
         p.add_argument("--voc-difficult", choices=["positive", "negative", "ignore"], default="positive")
         p.add_argument("--no-progress", action="store_true")
@@ -36,6 +39,7 @@ class Prepare:
         cfg = DataConfig(dataset=args.dataset, root=args.data_root, image_size=args.image_size,
                          num_pos=args.num_pos, num_neg=args.num_neg, obs_seed=args.obs_seed,
                          cache_dir=args.out, test_csv=args.test_csv, strict=args.strict,
+                         val_csv=args.val_csv, test_labels=args.test_labels,
                          voc_difficult=args.voc_difficult)
         bar = None
 

@@ -186,8 +186,12 @@ def parser(name: str) -> Callable[[DataConfig], ParsedDataset]:
 
 
 def build_dataset(cfg: DataConfig) -> DatasetBundle:
-    """Build the dataset named by ``cfg.dataset``."""
-    return dataset_info(cfg.dataset).build(cfg)
+    """Build the dataset named by ``cfg.dataset``; warns about classes its val/test splits cannot score."""
+    from pamc.data.scoring import warn_unscorable
+
+    bundle = dataset_info(cfg.dataset).build(cfg)
+    warn_unscorable(bundle)
+    return bundle
 
 
 def positives_per_image(split: Split) -> float:

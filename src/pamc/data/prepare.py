@@ -25,6 +25,7 @@ from pamc.data.adapters.common import (
     require_root, save_index,
 )
 from pamc.data.catalog import parser
+from pamc.data.scoring import warn_unscorable
 from pamc.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ def prepare_dataset(cfg: DataConfig, *, cache: bool = True,
     }
     if cache:
         bundle = assemble(parsed, cfg, progress=progress)
+        warn_unscorable(bundle)
         summary.update(train=len(bundle.train), val=len(bundle.val), test=len(bundle.test))
     elif not parsed.partial:
         observed_pool_labels(parsed.pool.dense(len(parsed.class_names)), cfg, out)

@@ -8,11 +8,15 @@ localisation of class activation maps can be checked against ground truth.
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
-from pamc.errors import ConfigError
+from pamc.data.labels import observe
+from pamc.errors import ConfigError, DataError
 
 SHAPE_NAMES: tuple[str, ...] = (
     "square", "disc", "ring", "triangle", "plus", "cross", "diamond", "frame", "bar", "hourglass",
@@ -133,3 +137,50 @@ def _bright_colour(rng: np.random.Generator) -> np.ndarray:
     colour[hi] = 0.85 + 0.15 * colour[hi]
     colour[lo] = 0.15 * colour[lo]
     return colour
+
+
+def write_csv_dataset(
+    folder: str | Path,
+    *,
+    num_train: int = 1000,
+    num_val: int = 100,
+    num_test: int = 400,
+    num_classes: int = 10,
+    image_size: int = 64,
+    seed: int = 0,
+    obs_seed: int = 1200,
+) -> dict[str, int]:
+    """Synthetic scenes written as a ``--dataset csv`` folder, the layout a user's own data has.
+
+    ``images/<split>/<i>.jpg`` (JPEG quality 95); ``train.csv`` in the list form with one
+    observed positive per image (drawn with :func:`~pamc.data.labels.observe`, ``obs_seed``);
+    ``val.csv`` and ``test.csv`` listing every positive of each image (complete labels);
+    ``val.boxes.csv`` / ``test.boxes.csv`` with every object's box; ``classes.txt``. The three
+    splits are drawn with different seeds. ``folder`` must not exist or be empty. Returns the
+    number of images per split.
+    """
+    folder = Path(folder)
+    if folder.exists() and any(folder.iterdir()):
+        raise DataError(f"{folder} is not empty; choose a new folder")
+    names = SHAPE_NAMES[:num_classes]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "classes.txt").write_text("".join(n + "\n" for n in names))
+    sizes = {}
+    for k, (split, n) in enumerate((("train", num_train), ("val", num_val), ("test", num_test))):
+        scenes = make_scenes(n, num_classes, image_size, seed=seed + 100_003 * k)
+        labels = observe(scenes.labels, 1, 0, obs_seed) if split == "train" else scenes.labels
+        (folder / "images" / split).mkdir(parents=True, exist_ok=True)
+        paths = [f"images/{split}/{i:05d}.jpg" for i in range(n)]
+        for path, image in zip(paths, scenes.images):
+            Image.fromarray(image.transpose(1, 2, 0)).save(folder / path, quality=95)
+        with (folder / f"{split}.csv").open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["image", "labels"])
+            w.writerows([p, ";".join(names[c] for c in np.flatnonzero(row == 1))] for p, row in zip(paths, labels))
+        if split != "train":
+            with (folder / f"{split}.boxes.csv").open("w", newline="") as f:
+                w = csv.writer(f)
+                w.writerow(["image", "class", "x0", "y0", "x1", "y1"])
+                w.writerows([paths[i], names[c], x0, y0, x1, y1] for i, c, x0, y0, x1, y1 in scenes.boxes.tolist())
+        sizes[split] = n
+    return sizes

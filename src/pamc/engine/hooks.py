@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from pamc.config import RunConfig
+from pamc.data.scoring import Labels, class_label_counts
 from pamc.engine.callbacks import Callback
 from pamc.engine.distributed import (
     SINGLE_PROCESS, DistContext, all_gather_objects, label_store_digest, sync_label_updates,
@@ -159,9 +160,41 @@ class LabelCorrection(Hook):
 
 
 class Selection(str, Enum):
-    """Which epoch's weights a run keeps as ``best`` (one policy so far)."""
+    """Which epoch's weights a run keeps as ``best`` (``train.select``, resolved by
+    :func:`resolve_selection`)."""
 
     BEST_VAL = "best_val"  # the epoch of the highest validation mAP (the first on ties)
+    LAST = "last"  # the last epoch: for validation that cannot rank models
+
+    def keeps(self, val_map: float, best_map: float) -> bool:
+        """Whether the epoch that scored ``val_map`` replaces the kept weights (best so far ``best_map``)."""
+        return self is Selection.LAST or val_map > best_map
+
+
+def resolve_selection(choice: str, val_labels: Labels, ignore_unobserved: bool) -> Selection:
+    """The policy for ``train.select = choice`` (``auto``, ``best_val`` or ``last``) on these
+    validation labels (as evaluation sees them: an entry 0 left out when ``ignore_unobserved``).
+
+    ``auto`` is ``best_val`` when the labels can rank models, that is when at least one class has
+    both a positive and a negative, else ``last``, with one warning. Validation drawn from a
+    single-positive training CSV has no negative at all: every class scores AP 100 for every
+    model, so ``best_val`` would keep the first epoch.
+    """
+    if choice not in ("auto", "best_val", "last"):
+        raise PamcError(f"unknown selection {choice!r}; choose one of: auto, best_val, last")
+    if choice == "last":
+        return Selection.LAST
+    pos, neg = class_label_counts(val_labels, ignore_unobserved)
+    if ((pos > 0) & (neg > 0)).any():
+        return Selection.BEST_VAL
+    if choice == "best_val":
+        log.warning("no validation class has both a positive and a negative label, so validation mAP is the "
+                    "same for every model; train.select=best_val keeps the first epoch")
+        return Selection.BEST_VAL
+    log.warning("no validation class has both a positive and a negative label (validation drawn from a "
+                "training set without negatives?), so validation cannot rank models: selecting the last "
+                "epoch. Give a completely labelled validation set with --val-csv (data.val_csv) to select on it")
+    return Selection.LAST
 
 
 class Validation(Hook):
@@ -182,7 +215,7 @@ class Validation(Hook):
     def after_epoch(self, trainer: "Trainer") -> None:
         val_map = self.evaluate()["map"]
         trainer.record["val_map"] = val_map
-        trainer.record["is_best"] = val_map > self.best_map  # Selection.BEST_VAL
+        trainer.record["is_best"] = self.policy.keeps(val_map, self.best_map)
         if trainer.record["is_best"]:
             self.best_map, self.best_epoch = val_map, trainer.epoch
 

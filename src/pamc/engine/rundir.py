@@ -67,7 +67,9 @@ class RunResults:
     Every writer (``fit``, the zoo's inference-only rows) fills the same keys; ``evaluated_from``
     names the trained run whose best checkpoint was evaluated, ``None`` for a trained run.
     ``test_group_map`` is the mAP of classes in groups of rising training frequency (OpenImages),
-    ``None`` when the dataset has no class frequencies.
+    ``None`` when the dataset has no class frequencies. ``select`` is the policy that chose
+    ``best_epoch`` (``train.select`` resolved: ``best_val`` or ``last``; ``None`` in a record
+    written before pamc recorded it).
     """
 
     dataset: str
@@ -80,6 +82,7 @@ class RunResults:
     test_ap: dict[str, float] = field(default_factory=dict)
     test_group_map: list[float] | None = None
     evaluated_from: str | None = None
+    select: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -92,6 +95,7 @@ class RunResults:
             best_epoch=int(values["best_epoch"]), best_val_map=float(values["best_val_map"]),
             test_map=float(values["test_map"]), test_ap=dict(values.get("test_ap") or {}),
             test_group_map=values.get("test_group_map"), evaluated_from=values.get("evaluated_from"),
+            select=None if values.get("select") is None else str(values["select"]),
         )
 
 

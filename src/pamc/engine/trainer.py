@@ -2,10 +2,11 @@
 
 Protocol (Kim et al. 2022/2023): Adam with the classifier head at ``head_lr_mult`` times the
 backbone learning rate; the training pool is split 80/20 into train/validation; the model is
-selected on validation mAP (full labels by default, optionally observed labels); the best
-checkpoint is evaluated on the test set. Everything around the step (the loss's schedule, label
-correction, validation and selection, checkpoints, metrics, progress) is a hook
-(:mod:`pamc.engine.hooks`).
+selected on validation mAP (full labels by default, optionally observed labels), or the last
+epoch is kept when validation cannot rank models (``train.select``,
+:func:`pamc.engine.hooks.resolve_selection`); the kept checkpoint is evaluated on the test set.
+Everything around the step (the loss's schedule, label correction, validation and selection,
+checkpoints, metrics, progress) is a hook (:mod:`pamc.engine.hooks`).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from pamc.engine.distributed import (
 from pamc.engine.frozen import cache_frozen_features
 from pamc.engine.hooks import (
     BackboneFreeze, Checkpointer, Hook, LabelCorrection, LossSchedule, MetricsWriter, ProgressReporter,
-    StepOutcome, Validation,
+    StepOutcome, Validation, resolve_selection,
 )
 from pamc.engine.precision import Precision, eval_autocast, maybe_compile
 from pamc.engine.resume import EpochProgress, TrainingState, capture_rng, config_mismatch, restore_rng
@@ -314,9 +315,12 @@ def _fit(cfg: RunConfig, dataset: DatasetBundle | None, callbacks: Sequence[Call
                       _optimizer(cfg, model, criterion), train_loader, transform, precision=precision,
                       full_labels=criterion.uses_full_labels, flip=cfg.train.flip and not cfg.train.frozen_features,
                       on_nonfinite=cfg.train.on_nonfinite, dist_ctx=dist_ctx)
+    val_ignore = cfg.train.select_on == "observed" or bundle.partial_test_labels
+    policy = resolve_selection(cfg.train.select, bundle.val.full if cfg.train.select_on == "full"
+                               else bundle.val.observed, val_ignore)
     select = Validation(lambda: evaluate(
         model, val_loader, transform, labels=cfg.train.select_on, precision=precision, dist_ctx=dist_ctx,
-        ignore_unobserved=cfg.train.select_on == "observed" or bundle.partial_test_labels))
+        ignore_unobserved=val_ignore), policy)
     trainer.register(LossSchedule(criterion), BackboneFreeze(model, lambda epoch: cfg.train.frozen_features
                                                              or criterion.backbone_frozen(epoch)),
                      LabelCorrection(bundle.train.observed, dist_ctx), select)
@@ -411,6 +415,7 @@ def _test_selected(run: RunDir, model: nn.Module, cfg: RunConfig, bundle: Datase
         eval_alpha=cfg.model.resolved_eval_alpha, best_epoch=select.best_epoch, best_val_map=select.best_map,
         test_map=test["map"], test_ap=dict(zip(bundle.class_names, test["ap"])),
         test_group_map=test.get("group_map"),  # classes in 5 groups by training frequency, rarest first
+        select=select.policy.value,
     )
     if dist_ctx.is_main:
         run.write_results(results)

@@ -9,6 +9,7 @@ from pamc.explain.cam import (
     pooled_scores,
     read_image,
     select_classes,
+    split_images,
     upsample_cam,
 )
 from pamc.explain.gap import GapResult, attribution, attribution_gap, pearson, plot_gap, top_region
@@ -23,5 +24,5 @@ __all__ = [
     "GapResult", "attribution", "attribution_gap", "pearson", "plot_gap", "top_region",
     "write_index", "box_iou", "cam_box", "localization", "peak_pixel", "Panel", "heat",
     "overlay_array", "save_overlay_figure", "score_title", "plot_alpha_sweep",
-    "load_image_files",
+    "load_image_files", "split_images",
 ]

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from pamc.config import RunConfig
-from pamc.data import DeviceTransform
+from pamc.data import DeviceTransform, Split
 from pamc.data.preprocess import Preprocess, decode_file, preprocess_for
 from pamc.errors import DataError, PamcError
 from pamc.models import BoostLU, CAMClassifier
@@ -27,6 +27,12 @@ from pamc.models import BoostLU, CAMClassifier
 def model_image_size(cfg: RunConfig) -> int:
     """The square input resolution the model was trained at."""
     return preprocess_for(cfg).image_size
+
+
+def split_images(split: Split, n: int) -> np.ndarray:
+    """The first ``n`` images of ``split`` as a uint8 NumPy array (n, 3, H, W), whether the split
+    holds an array (synthetic) or a view of the image cache (real datasets, torch batches)."""
+    return np.ascontiguousarray(np.asarray(split.images[np.arange(min(n, len(split)))]))
 
 
 def read_image(path: str | Path) -> np.ndarray:

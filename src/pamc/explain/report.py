@@ -12,7 +12,7 @@ import torch
 from pamc.errors import PamcError
 from pamc.evaluation import mean_average_precision
 from pamc.engine import load_trained
-from pamc.explain.cam import boost, compute_cams, model_image_size, pooled_scores
+from pamc.explain.cam import boost, compute_cams, model_image_size, pooled_scores, split_images
 from pamc.explain.gap import GapResult, attribution_gap
 from pamc.explain.localization import localization
 
@@ -46,7 +46,7 @@ def gap_report(
     if data.full is None:
         raise PamcError(f"the {split} split has no ground-truth labels")
     n = len(data) if limit is None else min(limit, len(data))
-    images, labels = data.images[:n], data.full_rows(np.arange(n))
+    images, labels = split_images(data, n), data.full_rows(np.arange(n))
     rows, classes = np.nonzero(labels == 1)
     if len(rows) == 0:
         raise PamcError("no positive labels among the chosen images")

@@ -117,6 +117,7 @@ class ParsedDataset:
     partial_test: bool = False
     group_map: bool = False
     test_pool_fraction: float | None = None  # hold the test split out of the pool instead
+    val: SplitIndex | None = None  # a separate validation set (csv --val-csv) instead of 20% of the pool
 
 
 def adapter(name: str):
@@ -285,7 +286,8 @@ def assemble(parsed: ParsedDataset, cfg: DataConfig, progress=None) -> DatasetBu
 
     Observed labels are drawn once over the whole parsed training pool (so they do not depend
     on which images turn out unreadable), cached next to the image cache, then the unusable
-    images are dropped and the pool is split 80/20 into train/val (``cfg.val_fraction``).
+    images are dropped and the pool is split 80/20 into train/val (``cfg.val_fraction``), unless
+    the adapter gives a separate validation set (``parsed.val``), which then holds the whole pool.
 
     With real partial labels every split's labels go into one label store chosen by
     ``cfg.label_store`` (sparse at OpenImages scale); a validation or test split's ground truth
@@ -316,8 +318,14 @@ def assemble(parsed: ParsedDataset, cfg: DataConfig, progress=None) -> DatasetBu
         test_ok, test_images, test_boxes = load_images(parsed, parsed.test, "test", cfg, cache_dir, progress)
         test = parsed.test.subset(test_ok)
         rest_idx = np.arange(len(pool))
-    train_pos, val_pos = split_indices(len(rest_idx), cfg.val_fraction, cfg.split_seed)
-    train_rows, val_rows = rest_idx[train_pos], rest_idx[val_pos]
+    if parsed.val is None:
+        train_pos, val_pos = split_indices(len(rest_idx), cfg.val_fraction, cfg.split_seed)
+        train_rows, val_rows = rest_idx[train_pos], rest_idx[val_pos]
+    else:
+        if len(parsed.val) == 0:
+            raise DataError(f"{parsed.name}: the validation set lists no images (empty dataset)")
+        val_ok, val_images, val_boxes = load_images(parsed, parsed.val, "val", cfg, cache_dir, progress)
+        train_rows = rest_idx
     observed_any = (_mask(len(pool), train_rows)[pool.rows].any() if parsed.partial
                     else bool(np.any(observed[train_rows])))
     check_observed(parsed.name, observed_any)
@@ -346,7 +354,10 @@ def assemble(parsed: ParsedDataset, cfg: DataConfig, progress=None) -> DatasetBu
         return full, LabelStore(full)
 
     train = pool_split(train_rows, evaluated=False)
-    val = pool_split(val_rows, evaluated=True)
+    if parsed.val is None:
+        val = pool_split(val_rows, evaluated=True)
+    else:
+        val = Split(val_images, *test_labels(parsed.val.subset(val_ok)), val_boxes)
     if parsed.test_pool_fraction is not None:
         test_full, test_store = test_labels(pool.subset(_mask(len(pool), test_idx)))
         test_split = Split(ImageRows(pool_images.array, pool_images.rows[test_idx]), test_full, test_store,
@@ -375,10 +386,10 @@ INDEX_META = "index.json"
 
 def index_key(cfg: DataConfig, root: Path) -> str:
     """What the parsed index depends on: dataset, root and the parsing options."""
-    test_csv = str(Path(cfg.test_csv).expanduser().resolve()) if cfg.test_csv else None
+    test_csv, val_csv = (str(Path(p).expanduser().resolve()) if p else None for p in (cfg.test_csv, cfg.val_csv))
     outside = ("allow_outside_root",) if cfg.allow_outside_root else ()  # an index checked without it
     return _digest(INDEX_FORMAT, cfg.dataset, str(root.resolve()), cfg.voc_difficult, test_csv, cfg.val_fraction,
-                   *outside)
+                   val_csv, cfg.test_labels, *outside)
 
 
 def save_index(parsed: ParsedDataset, folder: Path, key: str) -> None:
@@ -388,11 +399,13 @@ def save_index(parsed: ParsedDataset, folder: Path, key: str) -> None:
     make_dirs(folder)
     parsed.pool.save(folder / "index-train.npz")
     parsed.test.save(folder / "index-test.npz")
+    if parsed.val is not None:
+        parsed.val.save(folder / "index-val.npz")
     meta = {
         "format": INDEX_FORMAT, "key": key, "dataset": parsed.name, "root": str(parsed.root.resolve()),
         "class_names": list(parsed.class_names), "partial": parsed.partial,
         "partial_test": parsed.partial_test, "group_map": parsed.group_map,
-        "test_pool_fraction": parsed.test_pool_fraction,
+        "test_pool_fraction": parsed.test_pool_fraction, "val": parsed.val is not None,
         "num_train": len(parsed.pool), "num_test": len(parsed.test),
         "num_labels": {"positive": int((parsed.pool.values == 1).sum()), "negative": int((parsed.pool.values == -1).sum())},
     }
@@ -414,7 +427,8 @@ def load_index(folder: Path, key: str) -> ParsedDataset | None:
     return ParsedDataset(meta["dataset"], Path(meta["root"]), tuple(meta["class_names"]),
                          SplitIndex.load(folder / "index-train.npz"), SplitIndex.load(folder / "index-test.npz"),
                          partial=meta["partial"], partial_test=meta["partial_test"], group_map=meta["group_map"],
-                         test_pool_fraction=meta["test_pool_fraction"])
+                         test_pool_fraction=meta["test_pool_fraction"],
+                         val=SplitIndex.load(folder / "index-val.npz") if meta.get("val") else None)
 
 
 def parse_dataset(cfg: DataConfig) -> ParsedDataset:

@@ -1,17 +1,25 @@
 """The user's own data: a CSV of image paths and labels (``--dataset csv``).
 
 ``data.root`` is the CSV file, or a folder holding ``train.csv`` (and optionally
-``test.csv`` and ``classes.txt``). Two forms are read, chosen by the header:
+``val.csv``, ``test.csv`` and ``classes.txt``). Two forms are read, chosen by the header:
 
 - **list**: columns ``image,labels[,negatives]``; ``labels`` and ``negatives`` are
-  ``;``-separated class names (observed positives and observed negatives). A class in neither
-  list is unobserved.
-- **wide**: an ``image`` column and one column per class holding 1, 0 (unobserved) or -1.
+  ``;``-separated class names (positives and negatives). In the training CSV a class in
+  neither list is unobserved. In a test or validation CSV it is negative
+  (``data.test_labels: complete``, the default: the file lists each image's positives, as
+  every multi-label benchmark writes its test set), or unobserved with ``partial``.
+- **wide**: an ``image`` column and one column per class holding 1, 0 (unobserved) or -1, in
+  every CSV whatever ``data.test_labels`` says.
 
 The class list is ``classes.txt`` (one name a line) next to the CSV when present, else the
-sorted union of the names found. Image paths are relative to the CSV's folder. The labels are
-used as observed labels directly (no observation generator). ``data.test_csv`` gives a test
-set; without one, 20% of the images (seeded) are held out for testing.
+sorted union of the names found. Image paths are relative to the CSV's folder. The training
+labels are used as observed labels directly (no observation generator). ``data.test_csv``
+gives a test set; without one, 20% of the images (seeded) are held out for testing.
+``data.val_csv`` gives the validation set (else it is drawn from the training CSV).
+
+Boxes (optional, for localisation): ``<name>.boxes.csv`` next to ``<name>.csv`` with the
+columns ``image,class,x0,y0,x1,y1`` in the original image's pixels, ``image`` as written in
+``<name>.csv``.
 """
 
 from __future__ import annotations
@@ -84,10 +92,13 @@ def class_names_of(paths: list[Path], classes_file: Path | None) -> tuple[str, .
     return tuple(sorted(found))
 
 
-def read_csv(path: Path, class_names: tuple[str, ...], prefix: str, allow_outside: bool = False) -> SplitIndex:
+def read_csv(path: Path, class_names: tuple[str, ...], prefix: str, complete: bool = False,
+             allow_outside: bool = False) -> SplitIndex:
     """One CSV as a :class:`SplitIndex`; paths become ``prefix/<image>``.
 
-    Image paths must resolve inside the CSV's folder (see :func:`check_image_paths`).
+    ``complete``: in the list form a class not listed for an image is negative (-1) instead
+    of absent (0). Image paths must resolve inside the CSV's folder (see
+    :func:`check_image_paths`). Boxes come from the side file ``<stem>.boxes.csv`` when there is one.
     """
     header, rows = _rows(path)
     lookup = {name: i for i, name in enumerate(class_names)}
@@ -133,16 +144,51 @@ def read_csv(path: Path, class_names: tuple[str, ...], prefix: str, allow_outsid
                 value = int(float(cell))
                 if value:
                     seen[lookup[header[j]]] = value
+        if spec and complete:
+            seen = {k: seen.get(k, -1) for k in range(len(class_names))}
         for k, value in seen.items():
             entries_r.append(r)
             entries_c.append(k)
             entries_v.append(value)
     if not paths:
         raise DataError(f"{path}: no image rows (empty dataset)")
+    written = {image: i for i, image in enumerate(paths)}  # as the boxes file names them
     paths = check_image_paths(path.parent, paths, lambda i: f"{path}:{linenos[i]}", allow_outside=allow_outside)
+    for i, norm in enumerate(paths):
+        written.setdefault(norm, i)
     if prefix:
         paths = [f"{prefix}/{p}" for p in paths]
-    return SplitIndex(paths, np.asarray(entries_r), np.asarray(entries_c), np.asarray(entries_v))
+    boxes_file = path.with_name(path.stem + ".boxes.csv")
+    boxes = read_boxes(boxes_file, written, lookup) if boxes_file.is_file() else np.zeros((0, 6))
+    return SplitIndex(paths, np.asarray(entries_r), np.asarray(entries_c), np.asarray(entries_v), boxes)
+
+
+BOX_COLUMNS = ("image", "class", "x0", "y0", "x1", "y1")
+
+
+def read_boxes(path: Path, rows: dict[str, int], lookup: dict[str, int]) -> np.ndarray:
+    """A ``<name>.boxes.csv`` side file as (M, 6) rows ``(row, class, x0, y0, x1, y1)``."""
+    header, lines = _rows(path)
+    missing = [c for c in BOX_COLUMNS if c not in header]
+    if missing:
+        raise DataError(f"{path}: the header needs the columns {', '.join(BOX_COLUMNS)} (missing {', '.join(missing)})")
+    cols = [header.index(c) for c in BOX_COLUMNS]
+    out = []
+    for lineno, row in lines:
+        cells = [row[c].strip() if c < len(row) else "" for c in cols]
+        image, name = cells[0], cells[1]
+        if image not in rows:
+            raise DataError(f"{path}:{lineno}: image {image!r} is not in {path.name.replace('.boxes', '')}")
+        if name not in lookup:
+            raise DataError(f"{path}:{lineno}: unknown class {name!r}")
+        try:
+            x0, y0, x1, y1 = (float(v) for v in cells[2:])
+        except ValueError:
+            raise DataError(f"{path}:{lineno}: box coordinates must be numbers, got {', '.join(cells[2:])}") from None
+        if not (0 <= x0 < x1 and 0 <= y0 < y1) or not np.isfinite([x1, y1]).all():
+            raise DataError(f"{path}:{lineno}: a box needs 0 <= x0 < x1 and 0 <= y0 < y1, got {x0:g}, {y0:g}, {x1:g}, {y1:g}")
+        out.append((rows[image], lookup[name], x0, y0, x1, y1))
+    return np.asarray(out, dtype=np.float64).reshape(-1, 6)
 
 
 def _train_csv(root: Path) -> Path:
@@ -155,22 +201,29 @@ def _train_csv(root: Path) -> Path:
 def csv_dataset(cfg: DataConfig) -> ParsedDataset:
     """Images listed in a CSV with partial labels (list or wide form)."""
     train = _train_csv(require_root(cfg))
-    test = Path(cfg.test_csv).expanduser() if cfg.test_csv else None
-    if test is None and (train.parent / "test.csv").is_file() and train.name == "train.csv":
-        test = train.parent / "test.csv"
-    if test is not None:
-        require(test, "test CSV")
+    test = _side_csv(cfg.test_csv, train, "test")
+    val = _side_csv(cfg.val_csv, train, "val")
     classes_file = train.parent / "classes.txt"
-    csvs = [train] + ([test] if test is not None else [])
+    csvs = [train] + [p for p in (val, test) if p is not None]
     class_names = class_names_of(csvs, classes_file if classes_file.is_file() else None)
     if not class_names:
         raise DataError(f"{train}: no class names found")
     base = train.parent
-    allow = cfg.allow_outside_root
-    pool = read_csv(train, class_names, "", allow)
-    test_index = read_csv(test, class_names, _relative(test.parent, base), allow) if test is not None else pool
+    complete, allow = cfg.test_labels == "complete", cfg.allow_outside_root
+    pool = read_csv(train, class_names, "", allow_outside=allow)
+    test_index = (read_csv(test, class_names, _relative(test.parent, base), complete, allow)
+                  if test is not None else pool)
+    val_index = read_csv(val, class_names, _relative(val.parent, base), complete, allow) if val is not None else None
     return ParsedDataset("csv", base, class_names, pool, test_index, partial=True, partial_test=True,
-                         test_pool_fraction=None if test is not None else cfg.val_fraction)
+                         test_pool_fraction=None if test is not None else cfg.val_fraction, val=val_index)
+
+
+def _side_csv(given: str | None, train: Path, what: str) -> Path | None:
+    """``data.<what>_csv`` if given, else ``<what>.csv`` beside a ``train.csv``, else None."""
+    if given:
+        return require(Path(given).expanduser(), f"{what} CSV")
+    default = train.parent / f"{what}.csv"
+    return default if train.name == "train.csv" and default.is_file() else None
 
 
 def _relative(folder: Path, base: Path) -> str:
