@@ -43,11 +43,22 @@ class SyntheticConfig:
         _check(self.noise >= 0, "data.synthetic.noise must be >= 0")
 
 
+DataProtocol = Literal["authors", "pamc"]
+PROTOCOLS: tuple[str, ...] = typing.get_args(DataProtocol)
+
+
 @dataclass(frozen=True)
 class DataConfig:
-    """Which dataset, and how observed labels are drawn from it."""
+    """Which dataset, and how observed labels are drawn from it.
+
+    ``protocol`` decides the observed-label draw, the train/val split and the LL clean-rate
+    arithmetic: ``pamc`` (pamc's own, vectorised draws) or ``authors`` (the BoostLU / Cole et
+    al. preprocessing, reproduced exactly; docs/datasets.md). ``voc_difficult`` None means:
+    what the protocol does (``authors``: absent, ``pamc``: positive).
+    """
 
     dataset: str = "synthetic"
+    protocol: DataProtocol = "pamc"
     root: str | None = None
     image_size: int | None = None
     num_pos: int = 1
@@ -60,7 +71,7 @@ class DataConfig:
     cache_dir: str | None = None  # prepared folder: index, observed labels, image cache
     test_csv: str | None = None  # csv dataset: a separate test set
     strict: bool = False  # missing or corrupt images are errors instead of counted warnings
-    voc_difficult: Literal["positive", "negative", "ignore"] = "positive"
+    voc_difficult: Literal["positive", "negative", "ignore"] | None = None
     label_store: Literal["auto", "dense", "sparse"] = "auto"
 
     def __post_init__(self) -> None:
@@ -68,10 +79,19 @@ class DataConfig:
         _check(self.num_neg >= 0, "data.num_neg must be >= 0")
         _check(0.0 < self.val_fraction < 1.0, "data.val_fraction must be in (0, 1)")
         _check(self.image_size is None or self.image_size >= 16, "data.image_size must be >= 16")
-        _check(self.voc_difficult in ("positive", "negative", "ignore"),
+        _check(self.protocol in PROTOCOLS,
+               f"data.protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
+        _check(self.voc_difficult in ("positive", "negative", "ignore", None),
                f"data.voc_difficult must be positive, negative or ignore, got {self.voc_difficult!r}")
         _check(self.label_store in ("auto", "dense", "sparse"),
                f"data.label_store must be auto, dense or sparse, got {self.label_store!r}")
+
+    @property
+    def resolved_voc_difficult(self) -> str:
+        """``voc_difficult``, or the protocol's choice when it is None."""
+        if self.voc_difficult is not None:
+            return self.voc_difficult
+        return "negative" if self.protocol == "authors" else "positive"
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,10 @@ class Prepare:
         p.add_argument("--obs-seed", type=int, default=1200, help="seed of the observed labels")
         p.add_argument("--test-csv", help="csv: a separate test set")
         p.add_argument("--strict", action="store_true", help="fail on a missing or corrupt image instead of skipping it")
-        p.add_argument("--voc-difficult", choices=["positive", "negative", "ignore"], default="positive")
+        p.add_argument("--voc-difficult", choices=["positive", "negative", "ignore"], default=None,
+                       help="a difficult VOC flag counts as (default: positive; absent under --protocol authors)")
+        p.add_argument("--protocol", choices=["authors", "pamc"], default="pamc",
+                       help="data.protocol: how labels are drawn (docs/datasets.md); must match training")
         p.add_argument("--no-progress", action="store_true")
         p.set_defaults(run=Prepare.run)
 
@@ -36,7 +39,7 @@ class Prepare:
         cfg = DataConfig(dataset=args.dataset, root=args.data_root, image_size=args.image_size,
                          num_pos=args.num_pos, num_neg=args.num_neg, obs_seed=args.obs_seed,
                          cache_dir=args.out, test_csv=args.test_csv, strict=args.strict,
-                         voc_difficult=args.voc_difficult)
+                         voc_difficult=args.voc_difficult, protocol=args.protocol)
         bar = None
 
         def progress(done: int, total: int) -> None:

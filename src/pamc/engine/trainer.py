@@ -44,7 +44,7 @@ from pamc.engine.frozen import backbone_frozen_in, cache_frozen_features, freeze
 from pamc.engine.precision import Precision, eval_autocast, maybe_compile
 from pamc.errors import CheckpointError, OutputError, PamcError, TrainingError
 from pamc.evaluation import MultiLabelEvaluator
-from pamc.losses import PartialLabelLoss, create_loss, resolve_method_params
+from pamc.losses import PartialLabelLoss, loss_from_config
 from pamc.models import CAMClassifier, build_model
 
 log = logging.getLogger(__name__)
@@ -268,7 +268,7 @@ def fit(
     is an interrupted run and training continues exactly where its ``last`` checkpoint stopped.
     A run that fails before its first ``last`` checkpoint leaves no run directory behind.
     """
-    criterion = create_loss(cfg.method.name, **resolve_method_params(cfg.method.name, cfg.data.dataset, cfg.method.params))
+    criterion = loss_from_config(cfg)
     device = resolve_device(cfg.train.device)
     # --- distributed / precision setup (pamc.engine.distributed, pamc.engine.precision) ---
     dist_ctx, device = init_distributed(device)
