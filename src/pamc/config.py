@@ -157,6 +157,22 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class EvalConfig:
+    """How mAP is computed on validation and test sets.
+
+    ``unannotated_classes``: a class without any annotated entry in the evaluated set (real
+    partial test labels: OpenImages) is left out of the mAP (``skip``, as the authors'
+    OpenImages evaluation) or counted as AP 0 (``zero``).
+    """
+
+    unannotated_classes: Literal["skip", "zero"] = "skip"
+
+    def __post_init__(self) -> None:
+        _check(self.unannotated_classes in ("skip", "zero"),
+               f"eval.unannotated_classes must be skip or zero, got {self.unannotated_classes!r}")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything that defines one training run."""
 
@@ -164,6 +180,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     output_dir: str = "runs/run"
     # free-form metadata (e.g. the paper's reported number for this config); training ignores it
     meta: Mapping[str, Any] = field(default_factory=dict)

@@ -246,6 +246,7 @@ def evaluate_gathered(evaluator: MultiLabelEvaluator, ctx: DistContext) -> dict[
         merged = MultiLabelEvaluator(
             evaluator.num_classes, ignore_unobserved=evaluator.ignore_unobserved,
             class_frequency=evaluator.class_frequency, num_groups=evaluator.num_groups,
+            unannotated=evaluator.unannotated,
         )
         for part in parts or []:
             merged.extend(part)

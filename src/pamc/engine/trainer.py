@@ -181,15 +181,18 @@ def evaluate(
     class_frequency: np.ndarray | None = None,
     precision: Precision | None = None,
     dist_ctx: DistContext = SINGLE_PROCESS,
+    unannotated: str = "skip",
 ) -> dict[str, Any]:
     """mAP (percent) and per-class AP of ``model`` on ``loader`` against ``labels``.
+
+    ``unannotated``: classes without an annotated entry are left out (``skip``) or count 0.
 
     Under ``dist_ctx`` each rank scores its shard and every rank returns the metrics over
     all shards.
     """
     model.eval()
     evaluator = MultiLabelEvaluator(loader.split.observed.shape[1], ignore_unobserved=ignore_unobserved,
-                                    class_frequency=class_frequency)
+                                    class_frequency=class_frequency, unannotated=unannotated)
     for batch in loader:
         target = batch.full if labels == "full" else batch.observed
         if target is None:
@@ -386,7 +389,7 @@ def fit(
             criterion.on_epoch_end(epoch)
             val = evaluate(model, val_loader, transform, labels=select_labels,
                            ignore_unobserved=select_labels == "observed" or bundle.partial_test_labels,
-                           precision=precision, dist_ctx=dist_ctx)
+                           precision=precision, dist_ctx=dist_ctx, unannotated=cfg.eval.unannotated_classes)
             record = {"epoch": epoch, **train_stats, "val_map": val["map"]}
             if dist_ctx.enabled:  # every rank's training labels, to show they agree
                 record["world_size"] = dist_ctx.world_size
@@ -413,7 +416,8 @@ def fit(
             load_model_state(model, ckpt, out / BEST_CHECKPOINT)
         broadcast_module_state(model, dist_ctx)  # the best weights, from rank 0
         test = evaluate(model, test_loader, transform, ignore_unobserved=bundle.partial_test_labels,
-                        class_frequency=bundle.class_frequency, precision=precision, dist_ctx=dist_ctx)
+                        class_frequency=bundle.class_frequency, precision=precision, dist_ctx=dist_ctx,
+                        unannotated=cfg.eval.unannotated_classes)
         results = {
             "dataset": bundle.name,
             "method": cfg.method.name,
@@ -423,6 +427,8 @@ def fit(
             "best_val_map": best_map,
             "test_map": test["map"],
             "test_ap": dict(zip(bundle.class_names, test["ap"])),
+            "num_classes_scored": test["num_classes_scored"],
+            "num_classes_left_out": test["num_classes_left_out"],
         }
         if "group_map" in test:  # classes in 5 groups by training frequency, rarest first
             results["test_group_map"] = test["group_map"]
