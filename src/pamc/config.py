@@ -144,6 +144,8 @@ class TrainConfig:
     channels_last: bool = True
     compile: bool = False
     frozen_features: bool = False  # cache backbone feature maps once, train only the CAM head
+    drop_last: bool = False  # leave out the last, partial training batch of each epoch (Cole et al.)
+    loss_lr_mult: float | None = None  # lr multiplier of a loss's own parameters (ROLE); None: head_lr_mult
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, f"train.epochs must be >= 1, got {self.epochs}")
@@ -152,6 +154,8 @@ class TrainConfig:
         _check(_finite(self.head_lr_mult) and self.head_lr_mult > 0, "train.head_lr_mult must be > 0")
         _check(_finite(self.weight_decay) and self.weight_decay >= 0, "train.weight_decay must be >= 0")
         _check(self.num_workers >= 0, "train.num_workers must be >= 0")
+        _check(self.loss_lr_mult is None or (_finite(self.loss_lr_mult) and self.loss_lr_mult > 0),
+               f"train.loss_lr_mult must be > 0 or null, got {self.loss_lr_mult}")
         _check(self.checkpoint_every_steps >= 0,
                f"train.checkpoint_every_steps must be >= 0, got {self.checkpoint_every_steps}")
 

@@ -3,9 +3,12 @@
 Each run directory holds ``config.yaml`` and ``test_results.json`` (written by
 :func:`pamc.engine.fit`). Runs are grouped by dataset, method and BoostLU alphas; a group's
 cell is the mean ± std of test mAP over its runs (seeds). When a run's config carries
-``meta.paper_map`` (the number the paper reports for that row), it is shown beside ours.
-Runs that report the mAP of classes grouped by training frequency (``test_group_map``,
-OpenImages G1..G5) get a second table of those groups, beside ``meta.paper_group_map``.
+``meta.paper_map`` (the number the paper reports for that row), it is shown beside ours with
+the difference (ours − paper). Runs whose config carries ``meta.paper_ablation_map`` (the
+paper's Table 2: where BoostLU is applied) also get that table. Runs that report the mAP of
+classes grouped by training frequency (``test_group_map``, OpenImages G1..G5) get a table of
+those groups, beside ``meta.paper_group_map``. The configs in ``configs/paper/`` carry all of
+these (``configs/make_configs.py``).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ class RunRecord:
     paper_map: float | None
     group_map: tuple[float, ...] | None = None
     paper_group_map: tuple[float, ...] | None = None
+    paper_ablation_map: float | None = None
 
 
 @dataclass
@@ -55,6 +59,7 @@ class Group:
     paper_map: float | None = None
     group_maps: list[tuple[float, ...]] = field(default_factory=list)
     paper_group_map: tuple[float, ...] | None = None
+    paper_ablation_map: float | None = None
 
     @property
     def mean(self) -> float:
@@ -131,13 +136,18 @@ def read_run(path: Path) -> RunRecord:
     except (json.JSONDecodeError, KeyError, TypeError, ValueError):
         raise PamcError(f"{path / RESULTS_FILE} is not a pamc results file") from None
     group_map = _numbers(results.get("test_group_map"), f"{path / RESULTS_FILE}: test_group_map")
-    paper = cfg.meta.get("paper_map")
-    if paper is not None and (isinstance(paper, bool) or not isinstance(paper, (int, float))):
-        raise PamcError(f"{path / CONFIG_FILE}: meta.paper_map must be a number or null, got {paper!r}")
+    paper, ablation = (_number(cfg.meta.get(key), f"{path / CONFIG_FILE}: meta.{key}")
+                       for key in ("paper_map", "paper_ablation_map"))
     paper_groups = _numbers(cfg.meta.get("paper_group_map"), f"{path / CONFIG_FILE}: meta.paper_group_map")
     return RunRecord(path, cfg.data.dataset, cfg.method.name, cfg.model.train_alpha,
-                     cfg.model.resolved_eval_alpha, cfg.train.seed, test_map,
-                     None if paper is None else float(paper), group_map, paper_groups)
+                     cfg.model.resolved_eval_alpha, cfg.train.seed, test_map, paper, group_map, paper_groups,
+                     ablation)
+
+
+def _number(value: Any, what: str) -> float | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise PamcError(f"{what} must be a number or null, got {value!r}")
+    return None if value is None else float(value)
 
 
 def group_runs(records: Sequence[RunRecord]) -> list[Group]:
@@ -150,11 +160,13 @@ def group_runs(records: Sequence[RunRecord]) -> list[Group]:
         g.seeds.append(r.seed)
         if r.group_map is not None:
             g.group_maps.append(r.group_map)
-        if r.paper_map is not None:
-            if g.paper_map is not None and not math.isclose(g.paper_map, r.paper_map):
-                raise PamcError(f"runs of {g.row_label} on {g.dataset} disagree on meta.paper_map "
-                                f"({g.paper_map} vs {r.paper_map})")
-            g.paper_map = r.paper_map
+        for key in ("paper_map", "paper_ablation_map"):
+            mine, theirs = getattr(g, key), getattr(r, key)
+            if theirs is not None:
+                if mine is not None and not math.isclose(mine, theirs):
+                    raise PamcError(f"runs of {g.row_label} on {g.dataset} disagree on meta.{key} "
+                                    f"({mine} vs {theirs})")
+                setattr(g, key, theirs)
         if r.paper_group_map is not None:
             if g.paper_group_map is not None and not (
                     len(g.paper_group_map) == len(r.paper_group_map)
@@ -167,10 +179,33 @@ def group_runs(records: Sequence[RunRecord]) -> list[Group]:
 
 
 def _cell(mean: float, std: float, paper: float | None, show_paper: bool) -> str:
+    """``ours ± std``, with ``(paper P, Δ ours-P)`` when the table shows paper numbers."""
     text = f"{mean:.2f} ± {std:.2f}"
     if show_paper:
-        text += f" ({paper:.1f})" if paper is not None else " (—)"
+        text += f" (paper {paper:.2f}, Δ {mean - paper:+.2f})" if paper is not None else " (—)"
     return text
+
+
+PAPER_NOTE = "; in parentheses the paper's number and the difference Δ = ours − paper"
+
+
+def format_ablation_markdown(groups: Sequence[Group]) -> str:
+    """The paper's Table 2 (where BoostLU is applied) for the cells whose config carries
+    ``meta.paper_ablation_map``: rows AN, AN + BoostLU at inference, LL-R + BoostLU; columns
+    datasets. Empty if no cell does."""
+    cells = [g for g in groups if g.paper_ablation_map is not None]
+    if not cells:
+        return ""
+    datasets = list(dict.fromkeys(g.dataset for g in cells))
+    order = sorted({(g.method != "an", g.train_alpha, g.eval_alpha, g.method, g.row_label) for g in cells})
+    by_key = {(g.row_label, g.dataset): g for g in cells}
+    lines = ["| BoostLU ablation | " + " | ".join(datasets) + " |", "|---|" + "---|" * len(datasets)]
+    for *_, label in order:
+        row = [by_key[(label, d)] if (label, d) in by_key else None for d in datasets]
+        lines.append(f"| {label} | " + " | ".join(
+            "—" if g is None else _cell(g.mean, g.std, g.paper_ablation_map, True) for g in row) + " |")
+    return "\n".join(lines) + "\n\nthe paper's Table 2: BoostLU in neither, at inference only, or in training and " \
+        "inference" + PAPER_NOTE + "\n"
 
 
 def _dataset_cell(g: Group | None, show_paper: bool) -> str:
@@ -199,7 +234,7 @@ def format_group_markdown(groups: Sequence[Group]) -> str:
             lines.append(f"| {g.row_label} | " + " | ".join(row) + " |")
         note = "test mAP of all classes and of the classes in groups of rising training frequency"
         if show_paper:
-            note += "; the paper's number in parentheses"
+            note += PAPER_NOTE
         tables.append("\n".join(lines) + "\n\n" + note + "\n")
     return "\n".join(tables)
 
@@ -220,10 +255,12 @@ def format_markdown(groups: Sequence[Group]) -> str:
                      + " |")
     note = f"test mAP, mean ± std over {'/'.join(map(str, seeds))} run(s) per cell"
     if show_paper:
-        note += "; the paper's number in parentheses"
+        note += PAPER_NOTE
     text = "\n".join(lines) + "\n\n" + note + "\n"
-    grouped = format_group_markdown(groups)
-    return text + "\n" + grouped if grouped else text
+    for extra in (format_ablation_markdown(groups), format_group_markdown(groups)):
+        if extra:
+            text += "\n" + extra
+    return text
 
 
 def format_csv(groups: Sequence[Group]) -> str:
@@ -231,13 +268,14 @@ def format_csv(groups: Sequence[Group]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["dataset", "method", "train_alpha", "eval_alpha", "runs", "seeds", "map_mean", "map_std", "paper_map",
-                "group_map_mean", "paper_group_map"])
+                "group_map_mean", "paper_group_map", "paper_ablation_map"])
     for g in groups:
         w.writerow([g.dataset, g.method, f"{g.train_alpha:g}", f"{g.eval_alpha:g}", len(g.maps),
                     " ".join(map(str, g.seeds)), f"{g.mean:.4f}", f"{g.std:.4f}",
                     "" if g.paper_map is None else f"{g.paper_map:g}",
                     " ".join(f"{m:.4f}" for m, _ in g.group_stats()),
-                    "" if g.paper_group_map is None else " ".join(f"{v:g}" for v in g.paper_group_map)])
+                    "" if g.paper_group_map is None else " ".join(f"{v:g}" for v in g.paper_group_map),
+                    "" if g.paper_ablation_map is None else f"{g.paper_ablation_map:g}"])
     return buf.getvalue()
 
 

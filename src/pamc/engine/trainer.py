@@ -315,17 +315,23 @@ def fit(
     groups = model.param_groups(cfg.train.lr, cfg.train.head_lr_mult)
     extra_params = [p for p in criterion.parameters() if p.requires_grad]
     if extra_params:
-        groups.append({"params": extra_params, "lr": cfg.train.lr * cfg.train.head_lr_mult})
+        loss_mult = cfg.train.head_lr_mult if cfg.train.loss_lr_mult is None else cfg.train.loss_lr_mult
+        groups.append({"params": extra_params, "lr": cfg.train.lr * loss_mult})
     optimizer = torch.optim.Adam(groups, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     train_model = maybe_compile(wrap_ddp(model, device, dist_ctx), cfg.train.compile)
 
-    train_loader = ArrayLoader(bundle.train, cfg.train.batch_size, shuffle=True, seed=cfg.train.seed)
+    train_loader = ArrayLoader(bundle.train, cfg.train.batch_size, shuffle=True, seed=cfg.train.seed,
+                               drop_last=cfg.train.drop_last)
+    if len(train_loader) == 0:
+        raise PamcError(f"train.drop_last with batch size {cfg.train.batch_size} leaves no batch of the "
+                        f"{len(bundle.train)} training images")
     eval_bs = max(cfg.train.batch_size, 64)
     val_loader = ArrayLoader(bundle.val, eval_bs)
     test_loader = ArrayLoader(bundle.test, eval_bs)
     select_labels = "full" if cfg.train.select_on == "full" else "observed"
     if dist_ctx.enabled:
-        train_loader = ShardedLoader(bundle.train, local_bs, dist_ctx, seed=cfg.train.seed)
+        train_loader = ShardedLoader(bundle.train, local_bs, dist_ctx, seed=cfg.train.seed,
+                                     drop_last=cfg.train.drop_last)
         val_loader = ArrayLoader(bundle.val, eval_bs, indices=eval_shard(len(bundle.val), dist_ctx))
         test_loader = ArrayLoader(bundle.test, eval_bs, indices=eval_shard(len(bundle.test), dist_ctx))
     labels = bundle.train.observed
