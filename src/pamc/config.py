@@ -302,6 +302,20 @@ def load_config(path: str | Path | None, overrides: Mapping[str, Any] | None = N
     return config_from_dict(values)
 
 
+def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """``["a.b=1", "c=[x, y]"]`` -> ``{"a.b": 1, "c": ["x", "y"]}`` (values read as YAML)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {key.strip()}: {value!r} is not a YAML value") from None
+    return out
+
+
 def set_dotted(values: dict[str, Any], dotted: str, value: Any) -> None:
     """Set ``values['a']['b'] = value`` for ``dotted == 'a.b'``, creating mappings."""
     *parents, last = dotted.split(".")

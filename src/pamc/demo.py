@@ -128,11 +128,18 @@ def run_demo(
 
 
 def _test_with_alpha(run_dir: Path, bundle: Any, alpha: float) -> float:
+    return evaluate_with_alpha(run_dir, bundle, alpha)["map"]
+
+
+def evaluate_with_alpha(run_dir: Path, bundle: Any, alpha: float, unannotated: str = "skip") -> dict[str, Any]:
+    """Test metrics of ``run_dir``'s best checkpoint with BoostLU ``alpha`` at inference."""
     path = run_dir / BEST_CHECKPOINT
     model = restore_model(load_checkpoint(path), path)
     model.set_eval_alpha(alpha)
     device = next(model.parameters()).device
-    return evaluate(model, ArrayLoader(bundle.test, 256), DeviceTransform(device))["map"]
+    return evaluate(model, ArrayLoader(bundle.test, 256), DeviceTransform(device),
+                    ignore_unobserved=bundle.partial_test_labels, class_frequency=bundle.class_frequency,
+                    unannotated=unannotated)
 
 
 def _slug(name: str) -> str:

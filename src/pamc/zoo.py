@@ -87,12 +87,13 @@ def parse_methods(text: str) -> list[str]:
     return methods
 
 
-def _write_eval_run(run_dir: Path, cfg: RunConfig, source: Path, test_map: float) -> None:
+def _write_eval_run(run_dir: Path, cfg: RunConfig, source: Path, test_map: float,
+                    extra: dict[str, Any] | None = None) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     results = {"method": cfg.method.name, "train_alpha": cfg.model.train_alpha,
                "eval_alpha": cfg.model.resolved_eval_alpha, "test_map": test_map,
-               "evaluated_from": str(source)}
+               "evaluated_from": str(source), **(extra or {})}
     (run_dir / TEST_RESULTS).write_text(json.dumps(results, indent=2))
 
 

@@ -194,8 +194,9 @@ class Demo:
 from pamc.cli import alpha_sweep, cam, explain_gap, predict  # noqa: E402
 from pamc.cli.observe import Observe  # noqa: E402
 from pamc.cli.prepare import Prepare  # noqa: E402
+from pamc.cli.reproduce import Reproduce  # noqa: E402
 from pamc.cli.table import Table  # noqa: E402
 from pamc.cli.zoo import Zoo  # noqa: E402
 
-ALL = [Train, Eval, Demo, Prepare, Observe, Table, Zoo, cam.Cam, predict.Predict, explain_gap.ExplainGap,
+ALL = [Train, Eval, Demo, Prepare, Observe, Table, Zoo, Reproduce, cam.Cam, predict.Predict, explain_gap.ExplainGap,
        alpha_sweep.AlphaSweep]
