@@ -236,11 +236,12 @@ def family_settings(method: str, dataset: str) -> tuple[dict[str, Any], str, lis
         deviations.append("lr and batch size: the authors search batch {8, 16} x lr {1e-2, 1e-3, 1e-4, 1e-5} on "
                           "validation and do not publish the chosen pair per dataset; 8 and 1e-5 are fixed here")
         if method == "role-li":
-            train["epochs"] = 35
-            deviations.append("ROLE + LI runs as one training of 35 epochs (25 with the backbone frozen, then 10 end "
-                              "to end) with one Adam optimizer and one model selection: the authors train the linear "
-                              "phase on precomputed features at lr 1e-3, batch 16 (CUB 8), restore its best epoch and "
-                              "fine-tune with a fresh optimizer; pamc has no two-phase run yet")
+            # their linear phase: 25 epochs at lr 1e-3, batch 16 (CUB 8), best epoch restored, then
+            # 10 epochs end to end with a fresh optimizer (train.linear_init, pamc.engine.phases)
+            train["linear_init"] = {"epochs": 25, "lr": 1.0e-3, "batch_size": 8 if dataset == "cub" else 16}
+            deviations.append("ROLE + LI's linear phase: the authors train on precomputed (unflipped) features of "
+                              "the frozen backbone; pamc runs the frozen backbone on the training images, flips "
+                              "included, which gives the same head on different augmentations")
         return train, COLE_CODE, deviations
     if method in ("em", "em-apl"):
         train.update(batch_size=16 if dataset in ("coco2014", "nuswide") else 8,
@@ -262,6 +263,8 @@ def family_settings(method: str, dataset: str) -> tuple[dict[str, Any], str, lis
 def method_params(method: str, dataset: str) -> dict[str, Any]:
     """The method's per-dataset parameters, written out in full."""
     params = dataset_params(method, dataset)
+    if method == "role-li":
+        params["linear_init_epochs"] = 0  # the linear phase is train.linear_init
     if method in LL_DELTA_REL:
         params["delta_rel"] = LL_DELTA_REL[method]
     return params

@@ -78,16 +78,16 @@ def test_interrupted_reproduce_resumes_and_skips_finished_runs(voc_root: Path, t
 @pytest.mark.slow
 def test_reproduce_runs_every_row_of_the_paper_tables_end_to_end(voc_root: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "voc"
-    # rows whose schedule is set in epochs get a shorter one: ROLE + LI trains its head alone for
-    # 1 of 2 epochs, EM + APL warms up for 1
-    scaled = {"role-li": "linear_init_epochs", "em-apl": "warmup_epochs"}
+    # rows whose schedule is set in epochs get a shorter one: ROLE + LI's linear phase takes 1
+    # epoch (then 2 end to end), EM + APL warms up for 1
+    scaled = {"role-li": "train.linear_init.epochs", "em-apl": "method.params.warmup_epochs"}
     rows = [r.name for r in paper_rows("voc2012") if r.name not in scaled]
     args = ["reproduce", "--dataset", "voc2012", "--data-root", str(voc_root), "-o", str(out), "--no-progress",
             *TINY_FLAGS, "--set", "train.epochs=1"]
     assert main([*args, "--rows", ",".join(rows)]) == 0
     assert "12 trained, 0 resumed, 1 evaluated, 0 skipped" in capsys.readouterr().out
     for row, key in scaled.items():
-        assert main([*args, "--rows", row, "--set", "train.epochs=2", "--set", f"method.params.{key}=1"]) == 0
+        assert main([*args, "--rows", row, "--set", "train.epochs=2", "--set", f"{key}=1"]) == 0
     printed = capsys.readouterr().out
     assert "1 trained, 0 resumed, 0 evaluated, 0 skipped" in printed
     table = (out / "results.md").read_text()
@@ -96,6 +96,7 @@ def test_reproduce_runs_every_row_of_the_paper_tables_end_to_end(voc_root: Path,
         line = next(x for x in table.splitlines() if x.startswith(f"| {label} |"))
         assert f"(paper {paper:.2f}, Δ" in line, line
     assert table.count("| BoostLU ablation |") == 1
+    assert (out / "runs" / "role-li-seed0" / "linear-init" / "best.safetensors").is_file()  # its two phases
 
 
 @pytest.mark.slow

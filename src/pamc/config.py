@@ -123,6 +123,24 @@ class MethodConfig:
 
 
 @dataclass(frozen=True)
+class LinearInitConfig:
+    """A first phase on a frozen backbone (Cole et al.'s LinearInit), see ``TrainConfig.linear_init``.
+
+    It trains the CAM head (and a loss's own parameters) for ``epochs`` at ``lr`` with
+    ``batch_size``, selecting its best epoch on validation like any run.
+    """
+
+    epochs: int = 25
+    lr: float = 1e-3
+    batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        _check(self.epochs >= 1, f"train.linear_init.epochs must be >= 1, got {self.epochs}")
+        _check(_finite(self.lr) and self.lr > 0, f"train.linear_init.lr must be > 0, got {self.lr}")
+        _check(self.batch_size >= 1, f"train.linear_init.batch_size must be >= 1, got {self.batch_size}")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Optimisation protocol (paper: Adam, head at 10x the backbone learning rate)."""
 
@@ -146,6 +164,10 @@ class TrainConfig:
     frozen_features: bool = False  # cache backbone feature maps once, train only the CAM head
     drop_last: bool = False  # leave out the last, partial training batch of each epoch (Cole et al.)
     loss_lr_mult: float | None = None  # lr multiplier of a loss's own parameters (ROLE); None: head_lr_mult
+    # two phases: first train.linear_init on a frozen backbone, then this run from its best
+    # epoch's weights with a fresh optimizer (pamc.engine.phases)
+    linear_init: LinearInitConfig | None = None
+    init_from: str | None = None  # a checkpoint whose weights (and loss state) start the run
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, f"train.epochs must be >= 1, got {self.epochs}")

@@ -22,7 +22,7 @@ from pamc.config import RunConfig, load_config, replace
 from pamc.data import build_dataset
 from pamc.demo import evaluate_with_alpha
 from pamc.engine import LoggingCallback, fit
-from pamc.engine.resume import LAST_CHECKPOINT
+from pamc.engine.phases import has_progress
 from pamc.engine.trainer import TEST_RESULTS
 from pamc.errors import PamcError
 from pamc.table import build_table, format_csv, format_markdown
@@ -116,7 +116,7 @@ def run_reproduce(
                 _write_eval_run(run_dir, cfg, source, metrics["map"], extra)
                 status[name] = "evaluated"
                 continue
-            resume = (run_dir / LAST_CHECKPOINT).is_file()
+            resume = has_progress(run_dir)
             callbacks = tuple(callbacks_for(row.name, seed)) if callbacks_for else (LoggingCallback(),)
             log.info("%s %s", "resuming" if resume else "training", name)
             fit(cfg, callbacks=callbacks, resume=resume)

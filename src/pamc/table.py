@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from pamc.config import load_config
+from pamc.engine.phases import LINEAR_INIT_DIR
 from pamc.errors import PamcError
 
 RESULTS_FILE = "test_results.json"
@@ -118,8 +119,8 @@ def find_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
             raise PamcError(f"no such run directory: {p}")
         if (p / RESULTS_FILE).is_file():
             found.append(p)
-        else:
-            found.extend(sorted(r.parent for r in p.rglob(RESULTS_FILE)))
+        else:  # the first phase of a two-phase run is part of that run, not a row
+            found.extend(sorted(r.parent for r in p.rglob(RESULTS_FILE) if r.parent.name != LINEAR_INIT_DIR))
     if not found:
         raise PamcError("no finished runs (test_results.json) under the given paths")
     return sorted(set(found))

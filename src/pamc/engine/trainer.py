@@ -270,7 +270,12 @@ def fit(
     every ``train.checkpoint_every_steps`` batches). With ``resume=True``, ``cfg.output_dir``
     is an interrupted run and training continues exactly where its ``last`` checkpoint stopped.
     A run that fails before its first ``last`` checkpoint leaves no run directory behind.
+    With ``train.linear_init`` the run has two phases (:mod:`pamc.engine.phases`).
     """
+    if cfg.train.linear_init is not None:
+        from pamc.engine.phases import fit_in_two_phases
+
+        return fit_in_two_phases(cfg, dataset=dataset, callbacks=callbacks, resume=resume)
     criterion = loss_from_config(cfg)
     device = resolve_device(cfg.train.device)
     # --- distributed / precision setup (pamc.engine.distributed, pamc.engine.precision) ---
@@ -299,9 +304,14 @@ def fit(
 
     criterion.bind_dataset(len(bundle.train), bundle.num_classes,
                            torch.from_numpy(bundle.train.observed.to_numpy()), cfg.train.epochs)
-    if criterion.linear_init_epochs >= cfg.train.epochs:
+    if cfg.train.init_from is not None and resumed is None:  # weights and loss state, fresh optimizer
+        init = load_checkpoint(cfg.train.init_from)
+        check_compatible(init, cfg.train.init_from, backbone=cfg.model.backbone, class_names=bundle.class_names)
+        load_model_state(model, init, cfg.train.init_from)
+        criterion.load_state_dict(init.criterion_state)
+    if criterion.linear_init_epochs > cfg.train.epochs:  # equal: the whole run trains the head alone
         raise PamcError(f"{cfg.method.name} trains the head alone for {criterion.linear_init_epochs} epochs; "
-                        f"train.epochs ({cfg.train.epochs}) must be larger (or set method.params.linear_init_epochs)")
+                        f"train.epochs ({cfg.train.epochs}) must not be smaller (or set method.params.linear_init_epochs)")
     criterion.to(device)
     if dist_ctx.enabled:  # LL's top-k, ROLE's estimates and APL's predictions span all ranks
         criterion.bind_collective(ProcessGroupCollective(dist_ctx))
