@@ -66,3 +66,16 @@ def test_linear_init_needs_a_method_with_a_linear_phase(tmp_path: Path) -> None:
     cfg = two_phase_config(tmp_path / "x", **{"method.name": "an", "method.params": {}})
     with pytest.raises(PamcError, match="linear phase"):
         phase_configs(cfg)
+
+
+def test_loss_parameters_get_their_own_learning_rate_multiplier(tmp_path: Path) -> None:
+    """ROLE's label estimates at lr x loss_lr_mult, the head at lr x head_lr_mult (Cole et al.: 10 and 1)."""
+    for loss_mult, expected in ((10.0, [1e-3, 1e-3, 1e-2]), (None, [1e-3, 1e-3, 1e-3])):
+        cfg = load_config(None, {
+            "data.synthetic": {"num_train": 40, "num_test": 10, "image_size": 16}, "model.backbone": "smallcnn",
+            "method.name": "role", "method.params": {"expected_num_pos": 2.0}, "train.epochs": 1,
+            "train.batch_size": 16, "train.lr": 1e-3, "train.head_lr_mult": 1.0, "train.loss_lr_mult": loss_mult,
+            "output_dir": str(tmp_path / f"run-{loss_mult}")})
+        fit(cfg, callbacks=())
+        _, state = load_last(tmp_path / f"run-{loss_mult}")
+        assert [g["lr"] for g in state.optimizer["param_groups"]] == pytest.approx(expected)
