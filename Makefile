@@ -1,9 +1,12 @@
 # Two commands set up a fresh clone: `make demo` and `make test`.
+# `make test-vision` builds the second tested environment (torchvision, timm) and runs the tests marked `vision`.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+VISION_VENV ?= .venv-vision
+VISION_BIN := $(VISION_VENV)/bin
 
-.PHONY: demo test install clean
+.PHONY: demo test install install-vision test-vision clean
 
 $(BIN)/pamc: pyproject.toml requirements-lock.txt
 	$(PYTHON) -m venv $(VENV)
@@ -13,11 +16,22 @@ $(BIN)/pamc: pyproject.toml requirements-lock.txt
 
 install: $(BIN)/pamc
 
+$(VISION_BIN)/pamc: pyproject.toml requirements-vision.txt
+	$(PYTHON) -m venv $(VISION_VENV)
+	$(VISION_BIN)/pip install -q -r requirements-vision.txt
+	$(VISION_BIN)/pip install -q --no-deps -e .
+	@touch $@
+
+install-vision: $(VISION_BIN)/pamc
+
 demo: install
 	$(BIN)/pamc demo
 
 test: install
 	$(BIN)/python -m pytest -q
 
+test-vision: install-vision
+	$(VISION_BIN)/python -m pytest -q -m vision
+
 clean:
-	rm -rf $(VENV) runs demo-output
+	rm -rf $(VENV) $(VISION_VENV) runs demo-output

@@ -1,5 +1,6 @@
 """Each adapter on a fixture written in the dataset's real on-disk format."""
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from PIL import Image
 
 from dataset_fixtures import (
     make_coco, make_csv, make_cub, make_nuswide_formatted, make_nuswide_official, make_openimages, make_voc,
-    truncate,
+    truncate, write_jpeg,
 )
 from pamc.config import DataConfig
 from pamc.data import ArrayLoader, SparseLabelStore, build_dataset
@@ -256,7 +257,7 @@ def test_csv_classes_file_and_held_out_test(tmp_path):
 @pytest.mark.parametrize("content, message", [
     ("image,labels\na.jpg,cat;unicorn\n", r"train.csv:2: unknown class 'unicorn'"),
     ("image,cat,dog\na.jpg,1,2\n", r"train.csv:2: value '2' for class 'dog' is not one of -1, 0, 1"),
-    ("image,labels\na.jpg,cat\nb.jpg,dog\na.jpg,dog\n", r"train.csv:4: duplicate row for image 'a.jpg' \(first at line 2\)"),
+    ("image,labels\na.jpg,cat\nb.jpg,dog\na.jpg,dog\n", r"train.csv:4: image 'a.jpg' is listed twice \(first at .*train.csv:2\)"),
     ("image,labels\n", r"train.csv: no image rows \(empty dataset\)"),
     ("", r"train.csv is empty"),
     ("file,labels\na.jpg,cat\n", r"no 'image' column"),
@@ -319,3 +320,95 @@ def test_device_transform_leaves_its_input_alone():
     t(images, flip=True)
     t(as_float, flip=True)
     assert torch.equal(images, before_u8) and torch.equal(as_float, before_f)
+
+
+def test_16_bit_png_is_rescaled_to_8_bits_not_clipped(tmp_path):
+    from PIL import Image
+
+    from pamc.data.image_cache import decode_image
+
+    gradient = np.linspace(0, 65535, 64 * 64).round().astype(np.uint16).reshape(64, 64)
+    Image.fromarray(gradient).save(tmp_path / "g16.png")  # Pillow reads it back as mode I;16
+    assert Image.open(tmp_path / "g16.png").mode.startswith("I")
+    pixels, size = decode_image(tmp_path / "g16.png", 64)  # same size: the resize is the identity
+    expected = np.floor(gradient.astype(np.float64) * 255 / 65535 + 0.5).astype(np.uint8)  # round half up
+    assert size == (64, 64)
+    for channel in pixels:
+        assert np.array_equal(channel, expected)
+    assert (pixels == 255).mean() < 0.01  # clipping made 99.6% of this gradient 255
+
+
+def test_float_tiff_is_rescaled_to_8_bits(tmp_path):
+    from PIL import Image
+
+    from pamc.data.image_cache import decode_image
+
+    unit = np.linspace(0, 1, 32 * 32, dtype=np.float32).reshape(32, 32)
+    Image.fromarray(unit, mode="F").save(tmp_path / "unit.tif")
+    pixels, _ = decode_image(tmp_path / "unit.tif", 32)
+    assert np.array_equal(pixels[0], np.rint(unit.astype(np.float64) * 255).astype(np.uint8))
+    wide = (unit * 4000 - 1000).astype(np.float32)  # outside [0, 1]: min-max scaled
+    Image.fromarray(wide, mode="F").save(tmp_path / "wide.tif")
+    pixels, _ = decode_image(tmp_path / "wide.tif", 32)
+    lo, hi = float(wide.min()), float(wide.max())
+    assert np.array_equal(pixels[1], np.rint((wide.astype(np.float64) - lo) * (255 / (hi - lo))).astype(np.uint8))
+
+
+def test_8_bit_images_decode_as_before(tmp_path):
+    from PIL import Image
+
+    from pamc.data.image_cache import decode_image
+
+    write_jpeg(tmp_path / "a.jpg", 3, (40, 30))
+    pixels, _ = decode_image(tmp_path / "a.jpg", 20)
+    with Image.open(tmp_path / "a.jpg") as im:
+        reference = np.asarray(im.convert("RGB").resize((20, 20), Image.BILINEAR)).transpose(2, 0, 1)
+    assert np.array_equal(pixels, reference)
+
+
+def test_images_over_the_pixel_budget_are_skipped_with_a_counted_warning(tmp_path, caplog):
+    from pamc.data.image_cache import open_or_build_cache
+
+    for i in range(3):
+        write_jpeg(tmp_path / f"{i}.jpg", i, (20, 20))
+    write_jpeg(tmp_path / "big.jpg", 9, (40, 40))
+    write_jpeg(tmp_path / "big2.jpg", 8, (30, 30))
+    paths = ["0.jpg", "big.jpg", "1.jpg", "big2.jpg", "2.jpg"]
+    with caplog.at_level("WARNING"):
+        cached = open_or_build_cache(tmp_path, paths, 16, tmp_path / "cache", max_pixels=400)
+    assert cached.ok.tolist() == [True, False, True, False, True]
+    assert "skipped 2 of 5 images: 2 over the pixel budget of 400 (first: big.jpg)" in caplog.text
+    with pytest.raises(DataError, match=r"big\.jpg is over the pixel budget of 400 \(data.max_image_pixels\) \(strict mode\)"):
+        open_or_build_cache(tmp_path, paths, 16, tmp_path / "cache2", max_pixels=400, strict=True)
+    assert not [p for p in (tmp_path / "cache2").iterdir() if p.suffix != ".lock"]
+
+
+def test_check_image_paths_normalises_and_keeps_paths_inside_the_root(tmp_path):
+    from pamc.data.adapters.common import check_image_paths
+
+    root = tmp_path / "root"
+    (root / "img").mkdir(parents=True)
+    (root / "inner.jpg").write_bytes(b"x")
+    (root / "img" / "alias.jpg").symlink_to(root / "inner.jpg")  # a symlink that stays inside is fine
+    where = lambda i: f"list:{i + 1}"  # noqa: E731
+    assert check_image_paths(root, ["img/./a.jpg", "img/../b.jpg", "img/alias.jpg"], where) == [
+        "img/a.jpg", "b.jpg", "img/alias.jpg"]
+    with pytest.raises(DataError, match=r"list:2: image path '\.\./x\.jpg' resolves outside the data root"):
+        check_image_paths(root, ["a.jpg", "../x.jpg"], where)
+    outside = ["../x.jpg", str(tmp_path / "y.jpg")]
+    assert check_image_paths(root, outside, where, allow_outside=True) == outside
+    with pytest.raises(DataError, match=r"list:2: image 'a\.jpg' is listed twice \(first at list:1\)"):
+        check_image_paths(root, ["img/../a.jpg", "a.jpg"], where, allow_outside=True)
+
+
+def test_allow_outside_root_reads_images_outside_the_csv_folder(tmp_path):
+    make_csv(tmp_path / "shared", n=12)
+    d = tmp_path / "mine"
+    d.mkdir()
+    rows = [line.split(",", 1) for line in (tmp_path / "shared" / "train.csv").read_text().splitlines()[1:]]
+    (d / "train.csv").write_text("image,labels,negatives\n" + "".join(f"../shared/{img},{rest}\n" for img, rest in rows))
+    cfg = DataConfig(dataset="csv", root=str(d), image_size=16)
+    with pytest.raises(DataError, match="resolves outside the data root"):
+        build_dataset(cfg)
+    bundle = build_dataset(dataclasses.replace(cfg, allow_outside_root=True))
+    assert len(bundle.train) + len(bundle.val) + len(bundle.test) == 12

@@ -162,7 +162,7 @@ def test_bad_input_through_the_cli(tmp_path, capsys):
     make_csv(d, n=12)
     with (d / "train.csv").open("a") as f:
         f.write("img/train_0003.jpg,cat,\n")
-    _in_process_error(capsys, ["prepare", "csv", "--data-root", str(d)], "duplicate row for image 'img/train_0003.jpg'")
+    _in_process_error(capsys, ["prepare", "csv", "--data-root", str(d)], "image 'img/train_0003.jpg' is listed twice")
     (d / "train.csv").write_text("image,cat,dog\nimg/train_0000.jpg,1,5\n")
     _in_process_error(capsys, ["prepare", "csv", "--data-root", str(d)], "value '5' for class 'dog' is not one of -1, 0, 1")
     (d / "classes.txt").write_text("cat\ndog\n")
@@ -212,3 +212,26 @@ def test_train_on_the_real_voc2007_label_files(tmp_path, caplog):
     assert any("skipped 4912 of 4952 images: 4912 missing" in w for w in warnings)
     results = json.loads((tmp_path / "run" / "test_results.json").read_text())
     assert len(results["test_ap"]) == 20
+
+
+def test_eval_of_a_downloaded_checkpoint_does_not_write_where_its_metadata_says(tmp_path, capsys):
+    """``data.cache_dir`` in a checkpoint's metadata names another machine's (or an attacker's)
+    folder: eval uses the data root's default prepared folder instead."""
+    import json as jsonlib
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    make_csv(tmp_path / "data", n=30)
+    assert main(train_args(tmp_path / "data", tmp_path, "csv")) == 0
+    with safe_open(str(tmp_path / "run" / "best.safetensors"), framework="pt") as f:
+        metadata, tensors = dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}
+    cfg = jsonlib.loads(metadata["config"])
+    cfg["data"]["cache_dir"] = str(tmp_path / "victim")
+    metadata["config"] = jsonlib.dumps(cfg)
+    save_file(tensors, str(tmp_path / "downloaded.safetensors"), metadata=metadata)
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "downloaded.safetensors")]) == 0
+    assert "test mAP" in capsys.readouterr().out
+    assert not (tmp_path / "victim").exists()
+    assert len(list((tmp_path / "data" / ".pamc-cache").glob("images-32-*.u8"))) == 1

@@ -185,13 +185,13 @@ def _state_worker(rank: int, world: int, store_file: str, out_dir: str) -> None:
                         "corrections": None if out.corrections is None else out.corrections.tolist()}
     torch.manual_seed(0)  # the same initial estimates on every rank
     role = create_loss("role", expected_num_pos=1.5)
-    role.bind_dataset(8, 5, case["observed"], 3)
+    role.bind(LabelStore(case["observed"].numpy()), 3)
     role.bind_collective(ProcessGroupCollective(ctx))
     role(logits, observed, index).loss.backward()
     role.sync_gradients()
     result["role_grad"] = role.label_logits.grad.tolist()
     apl = create_loss("em-apl", alpha=0.1, beta=0.5, warmup_epochs=1)
-    apl.bind_dataset(8, 5, case["observed"], 3)
+    apl.bind(LabelStore(case["observed"].numpy()), 3)
     apl.bind_collective(ProcessGroupCollective(ctx))
     apl.on_epoch_start(1)
     apl(logits, observed, index)
@@ -225,7 +225,7 @@ def test_loss_state_spans_both_ranks_like_one_process_on_the_global_batch(tmp_pa
     for rank in range(2):
         torch.manual_seed(0)
         role = create_loss("role", expected_num_pos=1.5)
-        role.bind_dataset(8, 5, case["observed"], 3)
+        role.bind(LabelStore(case["observed"].numpy()), 3)
         mine = slice(4 * rank, 4 * rank + 4)
         role(case["logits"][mine], case["observed"][mine], case["index"][mine]).loss.backward()
         expected += role.label_logits.grad / 2
@@ -233,7 +233,7 @@ def test_loss_state_spans_both_ranks_like_one_process_on_the_global_batch(tmp_pa
         torch.testing.assert_close(torch.tensor(res["role_grad"]), expected, rtol=1e-6, atol=1e-8)
     # APL: pseudo-labels from every image's prediction, as in one process
     single = create_loss("em-apl", alpha=0.1, beta=0.5, warmup_epochs=1)
-    single.bind_dataset(8, 5, case["observed"], 3)
+    single.bind(LabelStore(case["observed"].numpy()), 3)
     single.on_epoch_start(1)
     single(case["logits"], case["observed"], case["index"])
     single.on_epoch_end(1)

@@ -16,7 +16,7 @@ from html_sources import image_sources
 
 from pamc.cli.main import main
 from pamc.data import DeviceTransform
-from pamc.explain import load_split, load_trained_model
+from pamc.engine import load_trained
 from pamc.explain.screenshot import find_chromium, screenshot
 
 TINY = [
@@ -40,7 +40,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
 def image_files(runs, tmp_path_factory) -> list[Path]:
     """Three test-split scenes saved as PNG files, one of them at twice the resolution."""
     folder = tmp_path_factory.mktemp("images")
-    split = load_split(load_trained_model(runs["full"]), "test")
+    split = load_trained(runs["full"]).split("test")
     paths = []
     for i in range(3):
         img = Image.fromarray(split.images[i].transpose(1, 2, 0))
@@ -102,8 +102,8 @@ def test_predict_formats_and_scores(runs, image_files, tmp_path, capsys) -> None
     rows = list(csv.DictReader(csv_path.open()))
     assert len(rows) == 6
     # independent path: the model's sigmoid output on the stored (unscaled) test images
-    trained = load_trained_model(runs["full"])
-    split = load_split(trained, "test")
+    trained = load_trained(runs["full"])
+    split = trained.split("test")
     with torch.inference_mode():
         x = DeviceTransform(torch.device("cpu"))(torch.from_numpy(split.images[:2]))
         expected = torch.sigmoid(trained.model(x)).numpy()
@@ -135,7 +135,7 @@ def test_explain_gap_and_alpha_sweep(runs, tmp_path, capsys) -> None:
     printed = capsys.readouterr().out
     assert "spatial similarity" in printed and "pointing game" in printed
     s = json.loads((out / "gap.json").read_text())
-    split = load_split(load_trained_model(runs["full"]), "test")
+    split = load_trained(runs["full"]).split("test")
     assert s["images"] == 20 and s["pairs"] == int((split.full[:20] == 1).sum())
     assert -1 <= s["spatial"]["pearson"]["mean"] <= 1
     assert set(s["attribution"]) == {"map_mean", "map_max", "top_mean"}
@@ -164,10 +164,10 @@ def test_checkpoint_loads_without_its_pretrained_file(runs, tmp_path) -> None:
     from pamc.config import replace
     from pamc.engine import save_checkpoint
 
-    trained = load_trained_model(runs["full"])
+    trained = load_trained(runs["full"])
     cfg = replace(trained.config, model__pretrained=str(tmp_path / "gone.safetensors"))
     save_checkpoint(tmp_path / "c.safetensors", trained.model, cfg, trained.class_names)
-    again = load_trained_model(tmp_path / "c.safetensors")
+    again = load_trained(tmp_path / "c.safetensors")
     for a, b in zip(trained.model.state_dict().values(), again.model.state_dict().values()):
         assert torch.equal(a, b)
 
@@ -183,3 +183,20 @@ def test_index_renders_in_headless_chromium(runs, tmp_path) -> None:
     # the page background is near-white; the rendered figures bring saturated heatmap colours
     saturation = pixels.max(axis=2).astype(int) - pixels.min(axis=2)
     assert (saturation > 100).mean() > 0.01
+
+
+def test_predict_streams_its_images_one_batch_at_a_time(runs, image_files, monkeypatch) -> None:
+    """70 images (two batches of 64 at most): never more than one batch is decoded at once, and the
+    scores are those of predicting each image on its own."""
+    import pamc.explain.predict as predict_module
+
+    paths = [image_files[i % 3] for i in range(70)]
+    run, batches = predict_module.predict, []
+    monkeypatch.setattr(predict_module, "predict", lambda model, loader, transform: (
+        batches.append(len(loader.split)), run(model, loader, transform))[1])
+    batched = predict_module.predict_files(runs["full"], paths, top_k=1)
+    assert batches == [64, 6]
+    alone = [predict_module.predict_files(runs["full"], [p], top_k=1)["images"][0]["scores"] for p in image_files]
+    for i, entry in enumerate(batched["images"]):
+        for name, score in entry["scores"].items():
+            assert score == pytest.approx(alone[i % 3][name], abs=1e-6)

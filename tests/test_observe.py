@@ -12,6 +12,7 @@ from pamc.cli.main import main
 from pamc.config import DataConfig
 from pamc.data import observe, split_indices
 from pamc.data.adapters.common import PARSERS
+from pamc.data import label_store_from_state
 from pamc.engine.resume import load_last
 
 
@@ -93,7 +94,7 @@ def test_train_with_the_folder_trains_on_exactly_those_labels(voc, tmp_path, cap
     # the run's training label store (saved in its last checkpoint; AN corrects nothing)
     _, state = load_last(run)
     train_rows, _ = split_indices(24, 0.2, 1200)
-    assert np.array_equal(state.train_labels.numpy(), read_observed(path, (24, 20))[train_rows])
+    assert np.array_equal(label_store_from_state(state.hooks["labels"]).to_numpy(), read_observed(path, (24, 20))[train_rows])
 
 
 def test_a_dataset_with_real_partial_labels_has_nothing_to_draw(tmp_path, capsys):

@@ -6,7 +6,7 @@ import torch
 
 from pamc.config import TrainConfig, config_from_dict
 from pamc.data import ArrayLoader, DeviceTransform, LabelStore, Split
-from pamc.engine import train_one_epoch
+from pamc.engine import Trainer, train_one_epoch
 from pamc.engine.precision import Precision, maybe_compile, resolve_amp_dtype
 from pamc.errors import ConfigError
 from pamc.losses import create_loss
@@ -122,8 +122,9 @@ def test_train_one_epoch_with_bf16_and_channels_last():
     precision.prepare_model(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     before = model.head.weight.detach().clone()
-    stats = train_one_epoch(model, create_loss("an"), optimizer, ArrayLoader(split, 8, shuffle=True),
-                            DeviceTransform(CPU), 1, precision=precision)
+    trainer = Trainer(model, create_loss("an"), optimizer, ArrayLoader(split, 8, shuffle=True), DeviceTransform(CPU),
+                      precision=precision)
+    stats = train_one_epoch(trainer)
     assert np.isfinite(stats["train_loss"]) and stats["corrected_labels"] == 0
     assert not torch.equal(model.head.weight, before)
     assert model.head.weight.dtype == torch.float32  # master weights stay fp32
@@ -168,7 +169,9 @@ def test_logits_reaching_the_loss_and_the_evaluator_are_float32_under_bf16_autoc
     loss = SpyLoss(delta_rel=10.0)
     loss.on_epoch_start(2)  # so that the top-k runs
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    train_one_epoch(model, loss, optimizer, ArrayLoader(split, 8), DeviceTransform(CPU), 2, precision=precision)
+    loop = Trainer(model, loss, optimizer, ArrayLoader(split, 8), DeviceTransform(CPU), precision=precision)
+    loop.epoch = 2
+    train_one_epoch(loop)
     trainer.evaluate(model, ArrayLoader(split, 8), DeviceTransform(CPU), precision=precision)
     assert set(seen["features"]) == {torch.bfloat16}  # autocast really ran the backbone in bf16
     assert set(seen["model"]) == set(seen["loss"]) == set(seen["candidates"]) == {torch.float32}

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from pamc.cli.main import main
 from pamc.config import config_from_dict, replace
-from pamc.data import ArrayLoader, DeviceTransform, build_dataset
+from pamc.data import ArrayLoader, DeviceTransform, build_dataset, label_store_from_state
 from pamc.engine import Callback, fit, load_checkpoint, save_checkpoint
 from pamc.engine.resume import LAST_CHECKPOINT, capture_rng, load_last, restore_rng
 from pamc.errors import CheckpointError
@@ -117,6 +117,39 @@ def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(tmp_path):
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+# every method with state of its own (and frozen-features mode), killed mid-epoch 2 and resumed
+STATEFUL = {
+    "ll-ct": ["--method", "ll-ct", "--set", "method.params.delta_rel=2.0"],
+    "role": ["--method", "role"],
+    "role-li": ["--method", "role-li", "--set", "method.params.linear_init_epochs=1"],
+    "em-apl": ["--method", "em-apl", "--set", "method.params.warmup_epochs=1"],
+    "gr-loss": ["--method", "gr-loss"],
+    "frozen-features": ["--method", "epr", "--set", "train.frozen_features=true"],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(STATEFUL))
+def test_sigkill_then_resume_is_bitwise_identical_for_every_stateful_method(tmp_path, name):
+    args = [*TINY, "--epochs", "2", *STATEFUL[name], "--seed", "1", "--deterministic"]
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    reference = subprocess.Popen([sys.executable, "-m", "pamc", *args, "-o", str(ref)], env=_env(),
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    killed = subprocess.run([sys.executable, "-c", KILLER, "2", "5", *args, "--set", "train.checkpoint_every_steps=3",
+                             "-o", str(run)], env=_env(), capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert load_checkpoint(run / LAST_CHECKPOINT).extra["step"] == 4  # mid-epoch 2
+    resumed = subprocess.run([sys.executable, "-m", "pamc", "train", "--resume", str(run), "--no-progress"],
+                             env=_env(), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    _, err = reference.communicate(timeout=600)
+    assert reference.returncode == 0, err
+    assert _metrics(run) == _metrics(ref)
+    assert (run / "test_results.json").read_bytes() == (ref / "test_results.json").read_bytes()
+    a, b = load_file(str(run / "best.safetensors")), load_file(str(ref / "best.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def _tiny_cfg(tmp_path: Path, **train) -> object:
     return config_from_dict({
         "data": {"synthetic": {"num_train": 80, "num_test": 40, "image_size": 32}},
@@ -153,13 +186,13 @@ def test_last_checkpoint_state_and_stale_files(tmp_path):
     ckpt, state = load_last(run)
     assert ckpt.extra["epoch"] == 3 and ckpt.extra["step"] == 0  # written at the end of epoch 2
     assert len(list(run.glob("last.state-*.pt"))) == 1  # older step/epoch states were removed
-    assert state.global_step == 8 and state.best_epoch in (1, 2)
+    assert state.global_step == 8 and state.hooks["selection"]["best_epoch"] in (1, 2)
     assert [r["epoch"] for r in state.history] == [1, 2]
     assert state.history == [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert state.criterion["clean_rate"].item() == pytest.approx(0.98)
+    assert state.hooks["loss"]["clean_rate"].item() == pytest.approx(0.98)
     # the saved label store holds the LL-Cp corrections on top of the observed labels
     observed = build_dataset(cfg.data).train.observed.to_numpy()
-    saved = state.train_labels.numpy()
+    saved = label_store_from_state(state.hooks["labels"]).to_numpy()
     flipped = (saved != observed)
     assert flipped.sum() == state.history[1]["corrected_labels"] > 0
     assert (saved[flipped] == 1).all() and (observed[flipped] == 0).all()
@@ -213,15 +246,22 @@ def test_best_is_repaired_after_crash_before_its_write(tmp_path, capsys):
     assert best.keys() == again.keys() and all(torch.equal(best[k], again[k]) for k in best)
 
     # mid-epoch, `last` is not the best epoch's weights: a `best` that contradicts the state is refused
+    from types import SimpleNamespace
+
+    from pamc.engine import RunDir
+    from pamc.engine.hooks import Checkpointer, Validation
     from pamc.engine.resume import EpochProgress
-    from pamc.engine.trainer import _repair_best
+    from pamc.losses import create_loss
 
     ckpt, state = load_last(run)
     model = _model_with(ckpt)
     save_checkpoint(run / "best.safetensors", model, ckpt.config, ckpt.class_names, {"epoch": 7})
-    state.progress = EpochProgress(2, step=3)
+    selection = Validation(lambda: {"map": 0.0})
+    selection.load_state_dict(state.hooks["selection"])
+    hook = Checkpointer(RunDir(run), model, ckpt.config, ckpt.class_names, create_loss("an"), selection)
+    trainer = SimpleNamespace(resumed=True, progress=EpochProgress(2, step=3))
     with pytest.raises(CheckpointError, match=r"best.safetensors \(epoch 7\) does not match the training state \(best epoch 1\)"):
-        _repair_best(run, model, ckpt.config, ckpt.class_names, state)
+        hook.before_train(trainer)
 
 
 def _model_with(ckpt):
@@ -246,11 +286,15 @@ class _NanAt(PartialLabelLoss):
         return LossOutput(loss * float("nan") if self.calls in self.at else loss)
 
 
-if "test-nan-at" not in LOSSES:
-    LOSSES.register("test-nan-at")(_NanAt)
+@pytest.fixture
+def nan_loss():
+    """``test-nan-at`` is a registered method for the test's duration only."""
+    with LOSSES.registered("test-nan-at", _NanAt):
+        yield
+    assert "test-nan-at" not in LOSSES
 
 
-def test_nonfinite_loss_stops_naming_epoch_and_step_and_keeps_last(tmp_path, capsys):
+def test_nonfinite_loss_stops_naming_epoch_and_step_and_keeps_last(tmp_path, capsys, nan_loss):
     run = tmp_path / "run"
     args = [*TINY, "--epochs", "2", "--method", "test-nan-at", "--set", "method.params.at=[11]",
             "--set", "train.checkpoint_every_steps=2", "-o", str(run)]
@@ -263,7 +307,7 @@ def test_nonfinite_loss_stops_naming_epoch_and_step_and_keeps_last(tmp_path, cap
     assert state.global_step == 10 and not list(run.glob(".*.tmp"))
 
 
-def test_nonfinite_loss_before_any_checkpoint_leaves_no_run_dir(tmp_path, capsys):
+def test_nonfinite_loss_before_any_checkpoint_leaves_no_run_dir(tmp_path, capsys, nan_loss):
     run = tmp_path / "run"
     assert main([*TINY, "--method", "test-nan-at", "--set", "method.params.at=[2]", "-o", str(run)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -277,7 +321,7 @@ def test_nonfinite_loss_before_any_checkpoint_leaves_no_run_dir(tmp_path, capsys
     assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]
 
 
-def test_nonfinite_loss_skip_drops_only_that_batch(tmp_path):
+def test_nonfinite_loss_skip_drops_only_that_batch(tmp_path, nan_loss):
     class Record(Callback):
         losses: list = []
 

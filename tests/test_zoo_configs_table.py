@@ -187,10 +187,10 @@ def _fake_run(root: Path, name: str, method: str, seed: int, test_map: float, al
     run = root / name
     run.mkdir(parents=True)
     (run / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
-    results: dict[str, object] = {"test_map": test_map}
-    if group_map is not None:
-        results["test_group_map"] = group_map
-    (run / "test_results.json").write_text(json.dumps(results))
+    from pamc.engine import RunDir, RunResults
+
+    RunDir(run).write_results(RunResults(dataset, method, alpha, cfg.model.resolved_eval_alpha, 1, test_map, test_map,
+                                         test_group_map=group_map))
     return run
 
 

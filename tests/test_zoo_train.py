@@ -11,7 +11,8 @@ from pamc.cli.main import main
 from pamc.config import load_config
 from pamc.data import ArrayLoader, DeviceTransform, build_dataset
 from pamc.engine import evaluate, load_checkpoint, make_model
-from pamc.engine.trainer import BEST_CHECKPOINT, seed_everything
+from pamc.engine.rundir import BEST_CHECKPOINT
+from pamc.engine.trainer import seed_everything
 
 METHODS = ["an-ls", "wan", "epr", "role", "role-li", "asl", "em", "em-apl", "gr-loss"]
 EXTRA = {
@@ -63,9 +64,11 @@ def test_loss_state_is_saved_in_the_checkpoint(tmp_path, tiny_train_args) -> Non
 
 
 def test_role_li_freezes_the_backbone_first(tmp_path, tiny_train_args) -> None:
-    from pamc.engine.frozen import backbone_frozen_in
+    from pamc.losses import create_loss
 
-    assert [backbone_frozen_in(e, 2) for e in (1, 2, 3)] == [True, True, False]
+    loss = create_loss("role-li", expected_num_pos=1.0, linear_init_epochs=2)
+    assert [loss.backbone_frozen(e) for e in (1, 2, 3)] == [True, True, False]
+    assert not any(create_loss("role", expected_num_pos=1.0).backbone_frozen(e) for e in (1, 2, 3))
     args = [*tiny_train_args, "--method", "role-li"]
     assert main(args) == 2  # 25 linear epochs by default do not fit in a 2-epoch run
     assert main([*args, "--set", "method.params.linear_init_epochs=1"]) == 0

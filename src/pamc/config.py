@@ -7,18 +7,25 @@ mirror the dataclass tree; unknown keys and values of the wrong type are rejecte
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import math
-import collections.abc
+import re
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal, Mapping, Sequence
 
 import yaml
 
 from pamc.errors import ConfigError
+
+
+DEFAULT_MAX_IMAGE_PIXELS = 64_000_000  # about 190 MB decoded; pixels by the image header
+MAX_SYNTHETIC_BYTES = 16 << 30
+MAX_YAML_BYTES = 1 << 20
+MAX_YAML_NODES = 100_000  # nodes after alias expansion; a config has a few hundred
 
 
 @dataclass(frozen=True)
@@ -73,6 +80,8 @@ class DataConfig:
     strict: bool = False  # missing or corrupt images are errors instead of counted warnings
     voc_difficult: Literal["positive", "negative", "ignore"] | None = None
     label_store: Literal["auto", "dense", "sparse"] = "auto"
+    allow_outside_root: bool = False  # image paths listed by dataset files may leave the data root
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS  # larger images (by their header) are skipped
 
     def __post_init__(self) -> None:
         _check(self.num_pos >= 0, "data.num_pos must be >= 0")
@@ -85,6 +94,12 @@ class DataConfig:
                f"data.voc_difficult must be positive, negative or ignore, got {self.voc_difficult!r}")
         _check(self.label_store in ("auto", "dense", "sparse"),
                f"data.label_store must be auto, dense or sparse, got {self.label_store!r}")
+        _check(self.max_image_pixels >= 256, f"data.max_image_pixels must be >= 256, got {self.max_image_pixels}")
+        _check(self.image_size is None or self.image_size ** 2 <= self.max_image_pixels,
+               f"data.image_size {self.image_size} is over the pixel budget data.max_image_pixels "
+               f"({self.max_image_pixels})")
+        _check(self.synthetic.image_size ** 2 * (self.synthetic.num_train + self.synthetic.num_test) * 3
+               <= MAX_SYNTHETIC_BYTES, f"data.synthetic needs more than {MAX_SYNTHETIC_BYTES >> 30} GiB of images")
 
     @property
     def resolved_voc_difficult(self) -> str:
@@ -153,7 +168,6 @@ class TrainConfig:
     device: str = "auto"
     select_on: Literal["full", "observed"] = "full"
     flip: bool = True
-    num_workers: int = 0
     deterministic: bool = False
     checkpoint_every_steps: int = 0  # 0: the `last` checkpoint is written at epoch ends only
     on_nonfinite: Literal["stop", "skip"] = "stop"
@@ -175,7 +189,6 @@ class TrainConfig:
         _check(_finite(self.lr) and self.lr > 0, f"train.lr must be > 0, got {self.lr}")
         _check(_finite(self.head_lr_mult) and self.head_lr_mult > 0, "train.head_lr_mult must be > 0")
         _check(_finite(self.weight_decay) and self.weight_decay >= 0, "train.weight_decay must be >= 0")
-        _check(self.num_workers >= 0, "train.num_workers must be >= 0")
         _check(self.loss_lr_mult is None or (_finite(self.loss_lr_mult) and self.loss_lr_mult > 0),
                f"train.loss_lr_mult must be > 0 or null, got {self.loss_lr_mult}")
         _check(self.checkpoint_every_steps >= 0,
@@ -301,6 +314,134 @@ def config_from_dict(values: Mapping[str, Any]) -> RunConfig:
     return _build(RunConfig, values, "")
 
 
+class _Yaml12Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with the YAML 1.2 core schema for booleans, null and numbers.
+
+    ``1e-3`` is a float and ``yes``/``on``/``010``/``1:30`` are what YAML 1.2 says (a string,
+    a string, 10, a string), not YAML 1.1's readings.
+    """
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag.rsplit(":", 1)[-1] not in ("bool", "int", "float", "null")]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+for _tag, _regexp, _first in (
+    ("bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
+    ("null", r"^(?:~|null|Null|NULL|)$", ["~", "n", "N", ""]),
+    ("int", r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", "-+0123456789"),
+    ("float", r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+              r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$", "-+0123456789."),
+):
+    _Yaml12Loader.add_implicit_resolver(f"tag:yaml.org,2002:{_tag}", re.compile(_regexp), list(_first))
+
+
+def _yaml12_int(loader: yaml.SafeLoader, node: yaml.Node) -> int:
+    text = loader.construct_scalar(node)
+    if text.startswith(("0o", "0x")):
+        return int(text[2:], 8 if text[1] == "o" else 16)
+    return int(text)
+
+
+def _yaml12_float(loader: yaml.SafeLoader, node: yaml.Node) -> float:
+    text = loader.construct_scalar(node).lower()
+    return float(text.replace(".inf", "inf").replace(".nan", "nan"))
+
+
+def _yaml12_bool(loader: yaml.SafeLoader, node: yaml.Node) -> bool:
+    return loader.construct_scalar(node).lower() == "true"
+
+
+def _yaml12_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict:
+    seen: dict[Any, int] = {}
+    for key, _ in node.value:
+        if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+            if key.value in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key.value!r} is given twice (first at line {seen[key.value]})", key.start_mark)
+            seen[key.value] = key.start_mark.line + 1
+    return loader.construct_yaml_map(node)
+
+
+_Yaml12Loader.add_constructor("tag:yaml.org,2002:map", _yaml12_mapping)
+_Yaml12Loader.add_constructor("tag:yaml.org,2002:int", _yaml12_int)
+_Yaml12Loader.add_constructor("tag:yaml.org,2002:float", _yaml12_float)
+_Yaml12Loader.add_constructor("tag:yaml.org,2002:bool", _yaml12_bool)
+
+
+def _expanded_size(root: yaml.Node, limit: int) -> int | None:
+    """Nodes of ``root`` with every alias expanded, or None past ``limit`` or on a cycle.
+
+    Aliases share node objects in the composed graph, so this is linear in the text: each
+    node's expanded size is computed once.
+    """
+    sizes: dict[int, int] = {}
+    visiting: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        if key in sizes:
+            continue
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        if done:
+            visiting.discard(key)
+            total = 1 + sum(sizes[id(c)] for c in children)
+            if total > limit:
+                return None
+            sizes[key] = total
+            continue
+        if key in visiting:
+            return None  # a recursive alias
+        visiting.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if id(c) not in sizes)
+        for c in children:
+            if id(c) in visiting:
+                return None
+    return sizes[id(root)]
+
+
+def load_yaml(text: str | bytes, source: str) -> Any:
+    """Parse one YAML document safely: UTF-8, YAML 1.2 numbers, aliases bounded before expansion.
+
+    ``source`` names the input in errors (a file name, ``--set KEY``). Raises
+    :class:`ConfigError` with one line for text that is not UTF-8, too large, not valid YAML,
+    nested too deeply, or whose aliases would expand to more than :data:`MAX_YAML_NODES` nodes.
+    """
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            line = text[: exc.start].count(b"\n") + 1
+            raise ConfigError(f"{source} is not UTF-8 text (line {line}, byte {exc.start})") from None
+    if len(text) > MAX_YAML_BYTES:
+        raise ConfigError(f"{source} is larger than {MAX_YAML_BYTES >> 20} MiB; a config is a few KiB")
+    loader = _Yaml12Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node, MAX_YAML_NODES) is None:
+            raise ConfigError(f"{source}: its aliases expand to more than {MAX_YAML_NODES} values "
+                              "(or refer to themselves); refusing to expand it")
+        return loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        problem = getattr(exc, "problem", None)
+        detail = f": {problem}" if isinstance(exc, yaml.constructor.ConstructorError) and problem else ""
+        raise ConfigError(f"{source} is not valid YAML{where}{detail}") from None
+    except RecursionError:
+        raise ConfigError(f"{source} is nested too deeply") from None
+    finally:
+        loader.dispose()
+
+
 def load_config(path: str | Path | None, overrides: Mapping[str, Any] | None = None) -> RunConfig:
     """Read a YAML config (or start from defaults) and apply dotted-key overrides."""
     values: dict[str, Any] = {}
@@ -309,11 +450,10 @@ def load_config(path: str | Path | None, overrides: Mapping[str, Any] | None = N
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" (line {mark.line + 1})" if mark is not None else ""
-            raise ConfigError(f"config file {path} is not valid YAML{where}") from None
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+        loaded = load_yaml(raw, f"config file {path}")
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, Mapping):
@@ -324,18 +464,31 @@ def load_config(path: str | Path | None, overrides: Mapping[str, Any] | None = N
     return config_from_dict(values)
 
 
-def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
-    """``["a.b=1", "c=[x, y]"]`` -> ``{"a.b": 1, "c": ["x", "y"]}`` (values read as YAML)."""
+def parse_override_value(text: str, key: str = "") -> Any:
+    """The value of one ``--set KEY=VALUE``, read as YAML 1.2 (``1e-3`` a float, ``[1, 2]`` a list)."""
+    return load_yaml(text, f"--set {key}".strip())
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``--set KEY=VALUE`` items as ``{dotted key: value}``; a later item wins."""
     out: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
-        try:
-            out[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            raise ConfigError(f"--set {key.strip()}: {value!r} is not a YAML value") from None
+        out[key.strip()] = parse_override_value(value, key.strip())
     return out
+
+
+def checkpoint_config(cfg: RunConfig, **overrides: Any) -> RunConfig:
+    """The config stored in a checkpoint's metadata, safe to build a dataset from.
+
+    Metadata comes with the file, possibly from elsewhere: it never chooses where pamc writes
+    (``data.cache_dir`` is dropped, so the prepared folder is the data root's default one) nor
+    its bounds (``data.max_image_pixels`` is this pamc's default, and the image size is checked
+    against it). ``overrides`` are dotted keys with ``__`` (e.g. ``data__root``) set by the user.
+    """
+    return replace(cfg, data__cache_dir=None, data__max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS, **overrides)
 
 
 def set_dotted(values: dict[str, Any], dotted: str, value: Any) -> None:

@@ -18,30 +18,17 @@ import json
 import logging
 import shutil
 import statistics
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from pamc.config import RunConfig, config_from_dict, replace
-from pamc.data import ArrayLoader, DeviceTransform, build_dataset
+from pamc.arms import Arm, plan, run_arms
+from pamc.config import RunConfig, config_from_dict
+from pamc.data import build_dataset
 from pamc.data.labels import false_negative_rate
-from pamc.engine import Callback, evaluate, fit, load_checkpoint, restore_model
-from pamc.engine.trainer import BEST_CHECKPOINT
 
 log = logging.getLogger(__name__)
 
 BOOST_ALPHA = 5.0
-
-
-@dataclass(frozen=True)
-class Arm:
-    """One row of the demo table: what to train, and the BoostLU alpha at test time."""
-
-    name: str
-    method: str
-    train_alpha: float
-    eval_alpha: float
-    reuse: str | None = None  # evaluate the model trained for this arm instead of training
 
 
 def default_arms(ll_delta_rel: float) -> list[Arm]:
@@ -88,34 +75,15 @@ def run_demo(
         shutil.rmtree(runs)
     base = demo_config(quick)
     bundle = build_dataset(base.data)
-    observed = bundle.train.observed.to_numpy()
-    fn_rate = false_negative_rate(bundle.train.full, observed)
+    fn_rate = false_negative_rate(bundle.train.full, bundle.train.observed.to_numpy())  # small synthetic set
     delta_rel = ll_delta_rel_for(base.train.epochs, fn_rate)
     log.info("false-negative rate among unobserved labels %.3f -> LL delta_rel %.3f", fn_rate, delta_rel)
     arms = default_arms(delta_rel)
+    specs = plan(arms, seeds, base, runs, lambda method: {"delta_rel": delta_rel} if method.startswith("ll-") else {},
+                 record_reused=False)
     scores: dict[str, list[float]] = {arm.name: [] for arm in arms}
-    for seed in seeds:
-        trained: dict[str, Path] = {}
-        for arm in arms:
-            if arm.reuse is not None:
-                run_dir = trained[arm.reuse]
-                scores[arm.name].append(_test_with_alpha(run_dir, bundle, arm.eval_alpha))
-                continue
-            params = {"delta_rel": delta_rel} if arm.method.startswith("ll-") else {}
-            cfg = replace(
-                base,
-                method={"name": arm.method, "params": params},
-                model__train_alpha=arm.train_alpha,
-                model__eval_alpha=arm.eval_alpha,
-                train__seed=seed,
-                output_dir=str(output_dir / "runs" / f"{_slug(arm.name)}-seed{seed}"),
-            )
-            # every arm starts from the same observed labels (LL-Cp-style methods edit them)
-            bundle.train.observed.load(observed)
-            callbacks = callbacks_for(arm.name, seed) if callbacks_for else ()
-            result = fit(cfg, dataset=bundle, callbacks=callbacks)
-            trained[arm.name] = result.output_dir
-            scores[arm.name].append(result.test_map)
+    for spec, result in zip(specs, run_arms(specs, dataset=bundle, callbacks_for=callbacks_for)):
+        scores[spec.arm].append(result.test_map)
     table = summarize(scores, "an", "full")
     table["false_negative_rate"] = fn_rate
     table["ll_delta_rel"] = delta_rel
@@ -125,25 +93,6 @@ def run_demo(
     (output_dir / "results.json").write_text(json.dumps(table, indent=2))
     (output_dir / "results.md").write_text(format_markdown(table))
     return table
-
-
-def _test_with_alpha(run_dir: Path, bundle: Any, alpha: float) -> float:
-    return evaluate_with_alpha(run_dir, bundle, alpha)["map"]
-
-
-def evaluate_with_alpha(run_dir: Path, bundle: Any, alpha: float, unannotated: str = "skip") -> dict[str, Any]:
-    """Test metrics of ``run_dir``'s best checkpoint with BoostLU ``alpha`` at inference."""
-    path = run_dir / BEST_CHECKPOINT
-    model = restore_model(load_checkpoint(path), path)
-    model.set_eval_alpha(alpha)
-    device = next(model.parameters()).device
-    return evaluate(model, ArrayLoader(bundle.test, 256), DeviceTransform(device),
-                    ignore_unobserved=bundle.partial_test_labels, class_frequency=bundle.class_frequency,
-                    unannotated=unannotated)
-
-
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-").replace("--", "-")
 
 
 def summarize(scores: dict[str, list[float]], low: str, high: str) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
@@ -33,6 +34,15 @@ class Registry(Generic[T]):
             return factory
 
         return decorator
+
+    @contextlib.contextmanager
+    def registered(self, name: str, factory: Callable[..., T]) -> Iterator[Callable[..., T]]:
+        """Register ``factory`` as ``name`` for the duration of a ``with`` block (tests)."""
+        self.register(name)(factory)
+        try:
+            yield factory
+        finally:
+            del self._items[name]
 
     def get(self, name: str) -> Callable[..., T]:
         try:

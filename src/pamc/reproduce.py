@@ -2,13 +2,14 @@
 
 :func:`run_reproduce` trains every config of the paper's tables for that dataset (Table 1
 and the BoostLU ablation, or Table 3 for OpenImages) for each seed, resumably: a run with
-``test_results.json`` is skipped, a run interrupted after its first ``last`` checkpoint is
+a finished run directory is skipped, a run interrupted after its first ``last`` checkpoint is
 resumed exactly, and a row that only evaluates another row's model at a different BoostLU
 alpha (``meta.evaluates``: the paper's inference-only AN + BoostLU) reuses that model. The
 run directories are what ``pamc table`` reads; the table (ours beside the paper's numbers
 and the difference) is returned and written to ``results.md`` / ``results.csv``.
 
-The loop is the zoo's (:mod:`pamc.zoo`): configs in, run directories out.
+Each row at each seed is an :class:`pamc.arms.ArmRun` run by :func:`pamc.arms.run_arm`, as the
+zoo's and the demo's arms are: configs in, run directories out.
 """
 
 from __future__ import annotations
@@ -18,15 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from pamc.arms import ArmRun, run_arm
 from pamc.config import RunConfig, load_config, replace
-from pamc.data import build_dataset
-from pamc.demo import evaluate_with_alpha
-from pamc.engine import LoggingCallback, fit
+from pamc.engine import LoggingCallback, RunDir
+from pamc.engine.checkpoint import atomic_write_text
 from pamc.engine.phases import has_progress
-from pamc.engine.trainer import TEST_RESULTS
 from pamc.errors import PamcError
 from pamc.table import build_table, format_csv, format_markdown
-from pamc.zoo import _write_eval_run
 
 log = logging.getLogger(__name__)
 
@@ -100,29 +99,22 @@ def run_reproduce(
         for row in table_rows:
             name = f"{row.name}-seed{seed}"
             run_dir = runs / name
-            cfg = replace(row.config, train__seed=seed, output_dir=str(run_dir))
-            if (run_dir / TEST_RESULTS).is_file():
+            spec = ArmRun(row.name, seed, replace(row.config, train__seed=seed, output_dir=str(run_dir)), run_dir,
+                          row.evaluates)
+            if RunDir(run_dir).is_finished:
                 status[name] = "skipped"
                 continue
-            if row.evaluates is not None:
-                source = runs / f"{row.evaluates}-seed{seed}"
-                bundle = build_dataset(cfg.data)
-                metrics = evaluate_with_alpha(source, bundle, cfg.model.resolved_eval_alpha,
-                                              cfg.eval.unannotated_classes)
-                extra = {"num_classes_scored": metrics["num_classes_scored"],
-                         "num_classes_left_out": metrics["num_classes_left_out"]}
-                if "group_map" in metrics:
-                    extra["test_group_map"] = metrics["group_map"]
-                _write_eval_run(run_dir, cfg, source, metrics["map"], extra)
+            if row.evaluates is not None:  # the inference-only row: another row's model at its alpha
+                run_arm(spec, runs / f"{row.evaluates}-seed{seed}")
                 status[name] = "evaluated"
                 continue
             resume = has_progress(run_dir)
             callbacks = tuple(callbacks_for(row.name, seed)) if callbacks_for else (LoggingCallback(),)
             log.info("%s %s", "resuming" if resume else "training", name)
-            fit(cfg, callbacks=callbacks, resume=resume)
+            run_arm(spec, callbacks=callbacks, resume=resume)
             status[name] = "resumed" if resume else "trained"
     groups = build_table([runs])
     md, csv_text = format_markdown(groups), format_csv(groups)
-    (output_dir / "results.md").write_text(md)
-    (output_dir / "results.csv").write_text(csv_text)
+    atomic_write_text(output_dir / "results.md", md)
+    atomic_write_text(output_dir / "results.csv", csv_text)
     return {"markdown": md, "csv": csv_text, "runs": status}

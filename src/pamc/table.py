@@ -1,7 +1,7 @@
 """Aggregate finished runs into the paper's table layout.
 
-Each run directory holds ``config.yaml`` and ``test_results.json`` (written by
-:func:`pamc.engine.fit`). Runs are grouped by dataset, method and BoostLU alphas; a group's
+Each run directory (:class:`pamc.engine.RunDir`) holds its config and results record (written
+by :func:`pamc.engine.fit` and the zoo). Runs are grouped by dataset, method and BoostLU alphas; a group's
 cell is the mean ± std of test mAP over its runs (seeds). When a run's config carries
 ``meta.paper_map`` (the number the paper reports for that row), it is shown beside ours with
 the difference (ours − paper). Runs whose config carries ``meta.paper_ablation_map`` (the
@@ -15,19 +15,15 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from pamc.config import load_config
 from pamc.engine.phases import LINEAR_INIT_DIR
+from pamc.engine.rundir import RESULTS_FILE, RunDir
 from pamc.errors import PamcError
-
-RESULTS_FILE = "test_results.json"
-CONFIG_FILE = "config.yaml"
 
 
 @dataclass(frozen=True)
@@ -128,20 +124,17 @@ def find_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
 
 def read_run(path: Path) -> RunRecord:
     """Read one run directory."""
-    if not (path / CONFIG_FILE).is_file():
-        raise PamcError(f"{path} has test_results.json but no config.yaml")
-    cfg = load_config(path / CONFIG_FILE)
-    try:
-        results = json.loads((path / RESULTS_FILE).read_text())
-        test_map = float(results["test_map"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-        raise PamcError(f"{path / RESULTS_FILE} is not a pamc results file") from None
-    group_map = _numbers(results.get("test_group_map"), f"{path / RESULTS_FILE}: test_group_map")
-    paper, ablation = (_number(cfg.meta.get(key), f"{path / CONFIG_FILE}: meta.{key}")
+    run = RunDir(path)
+    if not run.config_path.is_file():
+        raise PamcError(f"{path} has {RESULTS_FILE} but no {run.config_path.name}")
+    cfg = run.read_config()
+    results = run.read_results()
+    group_map = _numbers(results.test_group_map, f"{run.results_path}: test_group_map")
+    paper, ablation = (_number(cfg.meta.get(key), f"{run.config_path}: meta.{key}")
                        for key in ("paper_map", "paper_ablation_map"))
-    paper_groups = _numbers(cfg.meta.get("paper_group_map"), f"{path / CONFIG_FILE}: meta.paper_group_map")
+    paper_groups = _numbers(cfg.meta.get("paper_group_map"), f"{run.config_path}: meta.paper_group_map")
     return RunRecord(path, cfg.data.dataset, cfg.method.name, cfg.model.train_alpha,
-                     cfg.model.resolved_eval_alpha, cfg.train.seed, test_map, paper, group_map, paper_groups,
+                     cfg.model.resolved_eval_alpha, cfg.train.seed, results.test_map, paper, group_map, paper_groups,
                      ablation)
 
 

@@ -18,20 +18,16 @@ number of positives is the training pool's mean (Cole et al. use the dataset sta
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
-import yaml
-
-from pamc.config import RunConfig, replace
+from pamc.arms import Arm, plan, run_arms
+from pamc.config import RunConfig
 from pamc.data import build_dataset
 from pamc.data.labels import false_negative_rate
-from pamc.demo import BOOST_ALPHA, Arm, _test_with_alpha, demo_config, ll_delta_rel_for
-from pamc.engine import fit
-from pamc.engine.trainer import CONFIG_FILE, TEST_RESULTS
+from pamc.demo import BOOST_ALPHA, demo_config, ll_delta_rel_for
 from pamc.errors import PamcError
 from pamc.losses import LOSSES
 from pamc.table import build_table, format_csv, format_markdown
@@ -87,16 +83,6 @@ def parse_methods(text: str) -> list[str]:
     return methods
 
 
-def _write_eval_run(run_dir: Path, cfg: RunConfig, source: Path, test_map: float,
-                    extra: dict[str, Any] | None = None) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    results = {"method": cfg.method.name, "train_alpha": cfg.model.train_alpha,
-               "eval_alpha": cfg.model.resolved_eval_alpha, "test_map": test_map,
-               "evaluated_from": str(source), **(extra or {})}
-    (run_dir / TEST_RESULTS).write_text(json.dumps(results, indent=2))
-
-
 def run_zoo(
     output_dir: Path,
     seeds: Sequence[int] = (0, 1, 2),
@@ -114,28 +100,12 @@ def run_zoo(
     base = base if base is not None else zoo_config(quick)
     bundle = build_dataset(base.data)
     full = bundle.train.full
-    observed = bundle.train.observed.to_numpy()
-    fn_rate = false_negative_rate(full, observed)
+    fn_rate = false_negative_rate(full, bundle.train.observed.to_numpy())  # small synthetic set
     delta_rel = ll_delta_rel_for(base.train.epochs, fn_rate)
     expected_pos = float((full == 1).sum(1).mean())
-    arms = zoo_arms(methods)
-    for seed in seeds:
-        trained: dict[str, tuple[Path, RunConfig]] = {}
-        for arm in arms:
-            run_dir = runs / f"{_slug(arm.name)}-seed{seed}"
-            params = method_params(arm.method, base.train.epochs, delta_rel, expected_pos)
-            cfg = replace(base, method={"name": arm.method, "params": params},
-                          model__train_alpha=arm.train_alpha, model__eval_alpha=arm.eval_alpha,
-                          train__seed=seed, output_dir=str(run_dir))
-            if arm.reuse is not None:
-                source, _ = trained[arm.reuse]
-                _write_eval_run(run_dir, cfg, source, _test_with_alpha(source, bundle, arm.eval_alpha))
-                continue
-            bundle.train.observed.load(observed)
-            callbacks = callbacks_for(arm.name, seed) if callbacks_for else ()
-            result = fit(cfg, dataset=bundle, callbacks=callbacks)
-            trained[arm.name] = (result.output_dir, cfg)
-            log.info("%s seed %d: test mAP %.2f", arm.name, seed, result.test_map)
+    specs = plan(zoo_arms(methods), seeds, base, runs,
+                 lambda method: method_params(method, base.train.epochs, delta_rel, expected_pos))
+    run_arms(specs, dataset=bundle, callbacks_for=callbacks_for)
     groups = build_table([runs])
     md = format_markdown(groups)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -143,10 +113,3 @@ def run_zoo(
     (output_dir / "results.csv").write_text(format_csv(groups))
     return {"markdown": md, "false_negative_rate": fn_rate, "ll_delta_rel": delta_rel,
             "expected_num_pos": expected_pos, "epochs": base.train.epochs, "seeds": list(seeds)}
-
-
-def _slug(name: str) -> str:
-    out = "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
-    while "--" in out:
-        out = out.replace("--", "-")
-    return out

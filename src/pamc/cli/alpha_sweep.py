@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pamc.cli.commands import _alpha_list
+from pamc.cli.common import alpha_list, alpha_rows, report_alpha_rows
 
 
 class AlphaSweep:
@@ -17,7 +17,7 @@ class AlphaSweep:
     def add_parser(sub: Any) -> None:
         p = sub.add_parser("alpha-sweep", help="plot mAP against inference alpha", description=AlphaSweep.__doc__)
         p.add_argument("checkpoint", help="a best.safetensors file or a run directory")
-        p.add_argument("--alpha", type=_alpha_list, default=[1.0, 2.0, 3.0, 5.0, 8.0, 10.0],
+        p.add_argument("--alpha", type=alpha_list, default=[1.0, 2.0, 3.0, 5.0, 8.0, 10.0],
                        help="comma list of inference alphas (default 1,2,3,5,8,10)")
         p.add_argument("--split", choices=["test", "val"], default="test")
         p.add_argument("--out", required=True, help="PNG file to write")
@@ -28,23 +28,14 @@ class AlphaSweep:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
-        from pamc.engine import resolve_device
-        from pamc.explain import alpha_sweep, load_split, load_trained_model, plot_alpha_sweep
+        from pamc.explain import plot_alpha_sweep
         from pamc.models import BoostLU
 
         for alpha in args.alpha:
             BoostLU(alpha)
-        trained = load_trained_model(args.checkpoint, resolve_device(args.device))
-        split = load_split(trained, args.split, args.data_root)
-        rows = alpha_sweep(trained.model, split, args.alpha)
-        method = trained.config.method.name
+        trained, rows = alpha_rows(args, args.alpha)
         plot_alpha_sweep(rows, args.out, train_alpha=trained.model.train_alpha,
-                         title=f"{method} model: {args.split} mAP vs inference alpha")
-        print(f"{'alpha':>8}  {args.split} mAP")
-        for row in rows:
-            print(f"{row['alpha']:>8g}  {row['map']:.2f}")
-        if args.json_out:
-            Path(args.json_out).write_text(json.dumps({"checkpoint": str(trained.path), "split": args.split,
-                                                       "results": rows}, indent=2))
+                         title=f"{trained.config.method.name} model: {args.split} mAP vs inference alpha")
+        report_alpha_rows(trained, rows, args.split, args.json_out)
         print(f"wrote {args.out}")
         return 0

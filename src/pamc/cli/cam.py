@@ -42,18 +42,19 @@ class Cam:
     def run(args: argparse.Namespace) -> int:
         import numpy as np
 
-        from pamc.engine import resolve_device
+        from pamc.engine import load_trained, resolve_device
         from pamc.explain import (
-            Panel, boost, compute_cams, load_image_files, load_split, load_trained_model, pooled_scores,
+            Panel, boost, compute_cams, load_image_files, model_image_size, pooled_scores,
             save_overlay_figure, score_title, select_classes, write_index,
         )
+        from pamc.explain.cam import read_image
         from pamc.models import BoostLU
 
         if bool(args.images) == bool(args.dataset_split):
             raise PamcError("give image files or --dataset-split, not both and not neither")
         if args.top_k < 1 or args.limit < 1:
             raise PamcError("--top-k and --limit must be >= 1")
-        trained = load_trained_model(args.checkpoint, resolve_device(args.device))
+        trained = load_trained(args.checkpoint, resolve_device(args.device))
         model, names = trained.model, trained.class_names
         alpha = args.alpha if args.alpha is not None else (model.eval_alpha if model.eval_alpha > 1 else 5.0)
         BoostLU(alpha)  # validates alpha with the model's own rule
@@ -61,7 +62,7 @@ class Cam:
             select_classes(np.zeros(len(names)), names, names=args.classes)  # unknown names fail early
 
         if args.dataset_split:
-            split = load_split(trained, args.dataset_split, args.data_root)
+            split = trained.split(args.dataset_split, args.data_root)
             n = min(args.limit, len(split))
             inputs = split.images[:n]
             displays = [img.transpose(1, 2, 0) for img in inputs]
@@ -72,7 +73,8 @@ class Cam:
             truth = [[names[c] for c in np.flatnonzero(row == 1)] for row in full] \
                 if full is not None else [[] for _ in range(n)]
         else:
-            inputs, displays = load_image_files(args.images, trained.image_size)
+            inputs, _ = load_image_files(args.images, model_image_size(trained.config), keep_originals=False)
+            displays = (read_image(p) for p in args.images)  # streamed: one original at a time
             labels = [str(p) for p in args.images]
             files = [f"{i:03d}_{Path(p).stem}.png" for i, p in enumerate(args.images)]
             boxes = np.zeros((0, 6), dtype=np.int64)
@@ -80,8 +82,9 @@ class Cam:
 
         cams = compute_cams(model, inputs)
         model_cams = cams.boosted()  # the CAM the model pools at its inference alpha
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
+        from pamc.engine.checkpoint import make_dirs
+
+        out = make_dirs(Path(args.out))
         items = []
         for i, image in enumerate(displays):
             classes = select_classes(cams.scores[i], names, top_k=args.top_k, names=args.classes)

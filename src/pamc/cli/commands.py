@@ -8,17 +8,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pamc.cli import alpha_sweep, cam, explain_gap, import_model, predict
+from pamc.cli.common import alpha_list, alpha_rows, report_alpha_rows
+from pamc.cli.observe import Observe
+from pamc.cli.prepare import Prepare
+from pamc.cli.reproduce import Reproduce
+from pamc.cli.table import Table
+from pamc.cli.zoo import Zoo
 from pamc.errors import PamcError
-
-
-def _alpha_list(text: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or a comma list of numbers, got {text!r}") from None
-    if not values:
-        raise argparse.ArgumentTypeError("expected at least one alpha")
-    return values
 
 
 class Train:
@@ -57,7 +54,7 @@ class Train:
 
     @staticmethod
     def overrides(args: argparse.Namespace) -> dict[str, Any]:
-        import yaml
+        from pamc.config import parse_overrides
 
         flags = {
             "data.dataset": args.dataset, "data.root": args.data_root, "method.name": args.method,
@@ -72,13 +69,7 @@ class Train:
             flags["model.train_alpha"] = args.train_alpha
         if args.eval_alpha is not None:
             flags["model.eval_alpha"] = args.eval_alpha
-        out = {k: v for k, v in flags.items() if v is not None}
-        for item in args.set:
-            key, sep, value = item.partition("=")
-            if not sep or not key:
-                raise PamcError(f"--set expects KEY=VALUE, got {item!r}")
-            out[key.strip()] = yaml.safe_load(value)
-        return out
+        return {**{k: v for k, v in flags.items() if v is not None}, **parse_overrides(args.set)}
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
@@ -88,12 +79,12 @@ class Train:
 
         progress = [TqdmProgress(disable=True if args.no_progress else None)]
         if args.resume:
-            from pamc.engine.resume import load_run_config
+            from pamc.engine import RunDir
 
             if args.config or Train.overrides(args):
                 raise PamcError("--resume continues a run with its own config.yaml; "
                                 "drop the other config flags")
-            result = fit(load_run_config(args.resume), callbacks=progress, resume=True)
+            result = fit(RunDir.for_resume(args.resume).read_config(), callbacks=progress, resume=True)
         else:
             result = fit(load_config(args.config, Train.overrides(args)), callbacks=progress)
         from pamc.engine.distributed import is_main_process  # torchrun: only rank 0 reports
@@ -111,7 +102,7 @@ class Eval:
     def add_parser(sub: Any) -> None:
         p = sub.add_parser("eval", help="evaluate a checkpoint", description=Eval.__doc__)
         p.add_argument("checkpoint", help="a best.safetensors file or a run directory")
-        p.add_argument("--alpha", type=_alpha_list, help="inference BoostLU alpha(s), e.g. 5 or 1,2,5,10")
+        p.add_argument("--alpha", type=alpha_list, help="inference BoostLU alpha(s), e.g. 5 or 1,2,5,10")
         p.add_argument("--split", choices=["test", "val"], default="test")
         p.add_argument("--data-root", help="dataset root, if it moved since training")
         p.add_argument("--device", default="auto")
@@ -120,37 +111,8 @@ class Eval:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
-        from pamc.config import replace
-        from pamc.data import ArrayLoader, DeviceTransform, build_dataset
-        from pamc.engine import evaluate, load_checkpoint, resolve_device, restore_model
-        from pamc.engine.checkpoint import atomic_write_text, check_compatible
-        from pamc.engine.trainer import BEST_CHECKPOINT
-
-        path = Path(args.checkpoint)
-        if path.is_dir():
-            path = path / BEST_CHECKPOINT
-        ckpt = load_checkpoint(path)
-        cfg = ckpt.config if args.data_root is None else replace(ckpt.config, data__root=args.data_root)
-        bundle = build_dataset(cfg.data)
-        check_compatible(ckpt, path, backbone=cfg.model.backbone, class_names=bundle.class_names)
-        device = resolve_device(args.device)
-        model = restore_model(ckpt, path).to(device)
-        split = bundle.test if args.split == "test" else bundle.val
-        loader = ArrayLoader(split, 128)
-        transform = DeviceTransform(device)
-        alphas = args.alpha or [model.eval_alpha]
-        rows = []
-        for alpha in alphas:
-            model.set_eval_alpha(alpha)
-            result = evaluate(model, loader, transform, ignore_unobserved=bundle.partial_test_labels)
-            rows.append({"alpha": alpha, "map": result["map"],
-                         "ap": dict(zip(ckpt.class_names, result["ap"]))})
-        print(f"{'alpha':>8}  {args.split} mAP")
-        for row in rows:
-            print(f"{row['alpha']:>8g}  {row['map']:.2f}")
-        if args.json_out:
-            atomic_write_text(Path(args.json_out),
-                              json.dumps({"checkpoint": str(path), "split": args.split, "results": rows}, indent=2))
+        trained, rows = alpha_rows(args, args.alpha)
+        report_alpha_rows(trained, rows, args.split, args.json_out)
         return 0
 
 
@@ -191,12 +153,5 @@ class Demo:
         return 0
 
 
-from pamc.cli import alpha_sweep, cam, explain_gap, predict  # noqa: E402
-from pamc.cli.observe import Observe  # noqa: E402
-from pamc.cli.prepare import Prepare  # noqa: E402
-from pamc.cli.reproduce import Reproduce  # noqa: E402
-from pamc.cli.table import Table  # noqa: E402
-from pamc.cli.zoo import Zoo  # noqa: E402
-
 ALL = [Train, Eval, Demo, Prepare, Observe, Table, Zoo, Reproduce, cam.Cam, predict.Predict, explain_gap.ExplainGap,
-       alpha_sweep.AlphaSweep]
+       alpha_sweep.AlphaSweep, import_model.ImportModel]

@@ -51,8 +51,9 @@ class ExplainGap:
             alpha=args.alpha, top_fraction=args.top_fraction, iou_threshold=args.iou_threshold,
             data_root=args.data_root, device=resolve_device(args.device),
         )
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
+        from pamc.engine.checkpoint import make_dirs
+
+        out = make_dirs(Path(args.out))
         plot_gap(result, out / "gap.png", title=f"{summary['pairs']} (image, positive class) pairs, "
                  f"{summary['images']} {args.split} images")
         text = json.dumps(summary, indent=2)

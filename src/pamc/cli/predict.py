@@ -32,6 +32,7 @@ class Predict:
     @staticmethod
     def run(args: argparse.Namespace) -> int:
         from pamc.engine import resolve_device
+        from pamc.engine.checkpoint import atomic_write_text
         from pamc.explain.predict import predict_files
 
         if args.top_k is not None and args.top_k < 1:
@@ -43,9 +44,9 @@ class Predict:
                                alpha=args.alpha, device=resolve_device(args.device))
         print(format_table(result), end="")
         if args.csv_out:
-            Path(args.csv_out).write_text(to_csv(result), encoding="utf-8")
+            atomic_write_text(Path(args.csv_out), to_csv(result))
         if args.json_out:
-            Path(args.json_out).write_text(json.dumps(result, indent=2), encoding="utf-8")
+            atomic_write_text(Path(args.json_out), json.dumps(result, indent=2))
         return 0
 
 

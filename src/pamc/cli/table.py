@@ -20,6 +20,7 @@ class Table:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
+        from pamc.engine.checkpoint import atomic_write_text
         from pamc.table import build_table, format_csv, format_markdown
 
         groups = build_table(args.runs)
@@ -27,7 +28,7 @@ class Table:
         print(md)
         print(csv_text, end="")
         if args.csv_out:
-            Path(args.csv_out).write_text(csv_text)
+            atomic_write_text(Path(args.csv_out), csv_text)
         if args.md_out:
-            Path(args.md_out).write_text(md)
+            atomic_write_text(Path(args.md_out), md)
         return 0

@@ -29,21 +29,14 @@ class Zoo:
     def run(args: argparse.Namespace) -> int:
         import time
 
-        import yaml
-
         from pamc.cli.progress import TqdmProgress
-        from pamc.config import replace
+        from pamc.config import parse_overrides, replace
         from pamc.zoo import parse_methods, run_zoo, zoo_config
 
         if args.seeds < 1:
             raise PamcError("--seeds must be >= 1")
         methods = parse_methods(args.methods)
-        overrides = {}
-        for item in args.set:
-            key, sep, value = item.partition("=")
-            if not sep or not key:
-                raise PamcError(f"--set expects KEY=VALUE, got {item!r}")
-            overrides[key.strip().replace(".", "__")] = yaml.safe_load(value)
+        overrides = {key.replace(".", "__"): value for key, value in parse_overrides(args.set).items()}
         base = replace(zoo_config(args.quick), **overrides)
         start = time.perf_counter()
         seeds = range(args.first_seed, args.first_seed + args.seeds)

@@ -10,7 +10,7 @@ import numpy as np
 from pamc.config import DataConfig
 import torch
 
-from pamc.data.labels import LabelStore, observe
+from pamc.data.labels import LabelStore, check_observed, observe
 from pamc.data.sparse_labels import SparseLabelStore
 from pamc.data.synthetic import make_scenes
 from pamc.errors import DataError
@@ -133,6 +133,7 @@ def synthetic(cfg: DataConfig) -> DatasetBundle:
     test = make_scenes(s.num_test, seed=s.seed + 100_003, **kwargs)
     observed = observe(pool.labels, cfg.num_pos, cfg.num_neg, cfg.obs_seed, cfg.protocol)
     train, val = split_train_pool(pool.images, pool.labels, observed, pool.boxes, cfg)
+    check_observed("synthetic", bool(train.observed.to_numpy().any()))
     test_split = Split(test.images, test.labels, LabelStore(test.labels), test.boxes)
     log.info("synthetic: %d train, %d val, %d test images, %d classes",
              len(train), len(val), len(test_split), s.num_classes)

@@ -7,6 +7,8 @@ A fully labelled matrix holds only +1 and -1.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 
@@ -22,6 +24,13 @@ def check_label_values(labels: np.ndarray, what: str = "labels") -> None:
     if bad.any():
         row, col = np.argwhere(bad)[0]
         raise DataError(f"{what}: value {labels[row, col].item()!r} at row {row}, class {col} is not one of -1, 0, 1")
+
+
+def check_observed(name: str, any_observed: bool) -> None:
+    """A training split where every label is unobserved cannot be trained on: a :class:`DataError`."""
+    if not any_observed:
+        raise DataError(f"{name}: the training split has no observed label (every label is unobserved); "
+                        "there is nothing to train on")
 
 
 def observe(
@@ -87,6 +96,14 @@ def false_negative_rate(full: np.ndarray, observed: np.ndarray) -> float:
     return float(((np.asarray(full) == POSITIVE) & unobserved).sum() / max(int(unobserved.sum()), 1))
 
 
+def label_blocks(labels, rows_per_block: int = 1 << 16) -> Iterator[tuple[int, torch.Tensor]]:
+    """``(first_row, rows)`` over a whole label store (dense or sparse), ``rows_per_block`` dense
+    int8 rows at a time: how code that must see every row reads a store without densifying it."""
+    num_rows = labels.shape[0]
+    for start in range(0, num_rows, rows_per_block):
+        yield start, labels.get(torch.arange(start, min(start + rows_per_block, num_rows)))
+
+
 class LabelStore:
     """The training set's observed labels, read by batch and corrected in place.
 
@@ -117,8 +134,18 @@ class LabelStore:
     def to_numpy(self) -> np.ndarray:
         return self._labels.numpy().copy()
 
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """A copy of the contents, for the training state (see :func:`label_store_from_state`)."""
+        return {"dense": self._labels.clone()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Replace the contents with a :meth:`state_dict` of a store of the same shape."""
+        if set(state) != {"dense"}:
+            raise DataError(f"not a dense label-store state (keys {sorted(state)})")
+        self.load(state["dense"].numpy())
+
     def load(self, labels: np.ndarray) -> None:
-        """Replace the contents (used when resuming a run)."""
+        """Replace the contents from a dense matrix."""
         if tuple(labels.shape) != self.shape:
             raise DataError(f"label store shape {self.shape} does not match {tuple(labels.shape)}")
         self._labels.copy_(torch.from_numpy(np.asarray(labels, dtype=np.int8)))

@@ -180,8 +180,27 @@ class SparseLabelStore:
         rows = np.repeat(np.arange(len(self), dtype=np.int64), np.diff(self._indptr))
         return rows, self._indices.astype(np.int64), self._values.copy()
 
+    _STATE_KEYS = frozenset({"indptr", "indices", "values", "num_classes"})
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """A copy of the contents in CSR form (pending corrections merged), for the training state."""
+        self.merge()
+        return {"indptr": torch.from_numpy(self._indptr.copy()), "indices": torch.from_numpy(self._indices.copy()),
+                "values": torch.from_numpy(self._values.copy()), "num_classes": torch.tensor(self._num_classes)}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Replace the contents with a :meth:`state_dict` of a store of the same shape (never densified)."""
+        other = label_store_from_state(state)
+        if not isinstance(other, SparseLabelStore):
+            raise DataError("not a sparse label-store state")
+        if other.shape != self.shape:
+            raise DataError(f"label store shape {self.shape} does not match {other.shape}")
+        self._indptr, self._indices, self._values = other._indptr, other._indices, other._values
+        self._pending_rows = np.zeros(0, dtype=np.int64)
+        self._pending_cols = np.zeros(0, dtype=np.int64)
+
     def load(self, labels: np.ndarray) -> None:
-        """Replace the contents from a dense matrix (used when resuming a run)."""
+        """Replace the contents from a dense matrix."""
         if tuple(labels.shape) != self.shape:
             raise DataError(f"label store shape {self.shape} does not match {tuple(labels.shape)}")
         other = SparseLabelStore.from_dense(labels)
@@ -232,6 +251,18 @@ def _check_values(values: np.ndarray) -> None:
 
 def _col_dtype(num_classes: int) -> type:
     return np.int16 if num_classes <= np.iinfo(np.int16).max else np.int32
+
+
+def label_store_from_state(state: dict[str, torch.Tensor]):
+    """A new dense or sparse store holding a ``state_dict()`` of either kind."""
+    from pamc.data.labels import LabelStore
+
+    if set(state) == {"dense"}:
+        return LabelStore(state["dense"].numpy())
+    if set(state) != SparseLabelStore._STATE_KEYS:
+        raise DataError(f"not a label-store state (keys {sorted(state)})")
+    return SparseLabelStore(state["indptr"].numpy(), state["indices"].numpy(), state["values"].numpy(),
+                            int(state["num_classes"]))
 
 
 def make_label_store(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, shape: tuple[int, int],

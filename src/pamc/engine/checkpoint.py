@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from pamc.config import RunConfig, config_from_dict
 from pamc.errors import CheckpointError, ConfigError, OutputError
@@ -37,17 +37,25 @@ class Checkpoint:
 
 
 def atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(tmp_path)``, flush it to disk, then rename the temporary file onto ``path``.
+    """Write ``write`` (bytes, or a callable given the temporary path) to ``path`` atomically.
 
-    Readers see the old file or the complete new one, never a partial write. An ``OSError``
-    (full disk, no permission) leaves no temporary file and becomes an :class:`OutputError`.
+    The data go to a temporary file of a per-process unique name next to ``path``, are flushed
+    to disk, then renamed onto ``path``: readers see the old file or the complete new one, never
+    a partial write. Bytes are written with ordinary file writes, so a full disk is an
+    ``OSError`` (a serializer's own file writer may report it as something else: serialize to
+    bytes first). An ``OSError`` (full disk, read-only file system, a file where a folder
+    should be) leaves no temporary file and becomes an :class:`OutputError`.
     """
     path = Path(path)
     tmp: str | None = None
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        write(tmp)
+        if isinstance(write, (bytes, bytearray, memoryview)):
+            with os.fdopen(fd, "wb") as f:
+                f.write(write)
+        else:
+            os.close(fd)
+            write(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
@@ -60,6 +68,16 @@ def atomic_write(path: Path, write: Any) -> None:
         raise
 
 
+def make_dirs(path: Path) -> Path:
+    """``path.mkdir(parents=True, exist_ok=True)``; an ``OSError`` becomes one :class:`OutputError` line."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or _first_line(exc)}") from None
+    return path
+
+
 def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
@@ -68,7 +86,7 @@ def _umask() -> int:
 
 def atomic_write_text(path: Path, text: str) -> None:
     """:func:`atomic_write` for a text file."""
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    atomic_write(path, text.encode("utf-8"))
 
 
 def save_checkpoint(
@@ -92,7 +110,7 @@ def save_checkpoint(
         "class_names": json.dumps(list(class_names)),
         "extra": json.dumps(extra or {}),
     }
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    atomic_write(path, save(tensors, metadata=metadata))
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
@@ -140,21 +158,10 @@ def check_compatible(ckpt: Checkpoint, path: str | Path, *, backbone: str, class
 
 
 def load_model_state(model: torch.nn.Module, ckpt: Checkpoint, path: str | Path) -> None:
-    """Load weights strictly, naming the first mismatches in one line."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in ckpt.state_dict]
-    unexpected = [k for k in ckpt.state_dict if k not in own]
-    shapes = [k for k in own if k in ckpt.state_dict and own[k].shape != ckpt.state_dict[k].shape]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing keys ({', '.join(missing[:3])})")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected keys ({', '.join(unexpected[:3])})")
-    if shapes:
-        k = shapes[0]
-        problems.append(f"shape mismatch at {k}: checkpoint {tuple(ckpt.state_dict[k].shape)} vs model {tuple(own[k].shape)}")
-    if problems:
-        raise CheckpointError(f"checkpoint {path} does not match the model: " + "; ".join(problems))
+    """Load weights strictly: keys, shapes and dtypes must match and values be finite."""
+    from pamc.models.pretrained import check_state_dict
+
+    check_state_dict(model, ckpt.state_dict, str(path))
     model.load_state_dict(ckpt.state_dict)
 
 

@@ -41,7 +41,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from pamc.data.datasets import Split
-from pamc.data.labels import LabelStore
+from pamc.data.labels import LabelStore, label_blocks
 from pamc.data.loader import ArrayLoader
 from pamc.errors import ConfigError, PamcError
 from pamc.evaluation import MultiLabelEvaluator
@@ -213,9 +213,11 @@ def sync_label_updates(rows: Tensor, cols: Tensor, ctx: DistContext) -> tuple[Te
 
 
 def label_store_digest(store: LabelStore) -> str:
-    """SHA-1 of the label matrix, to compare label stores across ranks."""
-    labels = store.get(torch.arange(len(store)))
-    return hashlib.sha1(labels.contiguous().numpy().tobytes()).hexdigest()
+    """SHA-1 of the label matrix (read by row blocks, never densified), to compare label stores across ranks."""
+    digest = hashlib.sha1()
+    for _, rows in label_blocks(store):
+        digest.update(rows.contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def all_gather_objects(obj: T, ctx: DistContext) -> list[T]:

@@ -1,6 +1,7 @@
 """Training with a frozen backbone: linear initialisation (role-li, GR-Loss ``linear_init``).
 
-During the first ``criterion.linear_init_epochs`` epochs only the CAM head (and any
+In the epochs where the loss's ``backbone_frozen(epoch)`` holds (the first
+``linear_init_epochs``; applied by :class:`pamc.engine.hooks.BackboneFreeze`) only the CAM head (and any
 parameters of the loss, e.g. ROLE's label estimates) learn: the backbone's parameters do not
 require gradients and its BatchNorm layers stay in eval mode, so its feature maps are those
 of a fixed feature extractor. Afterwards the whole network trains end to end.
@@ -24,11 +25,6 @@ from pamc.data import ArrayLoader, DatasetBundle, DeviceTransform, Split
 from pamc.models import CAMClassifier
 
 log = logging.getLogger(__name__)
-
-
-def backbone_frozen_in(epoch: int, linear_init_epochs: int) -> bool:
-    """Whether the backbone is frozen in ``epoch`` (1-based)."""
-    return epoch <= linear_init_epochs
 
 
 def set_backbone_trainable(model: CAMClassifier, trainable: bool) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from pamc.config import RunConfig, replace
+from pamc.engine.rundir import RunDir
 from pamc.errors import PamcError
 from pamc.losses import LOSSES
 
@@ -35,9 +36,7 @@ def phase_configs(cfg: RunConfig) -> tuple[RunConfig, RunConfig]:
     first = replace(cfg, train__linear_init=None, train__epochs=li.epochs, train__lr=li.lr,
                     train__batch_size=li.batch_size, method__params={**params, "linear_init_epochs": li.epochs},
                     output_dir=str(out / LINEAR_INIT_DIR))
-    from pamc.engine.trainer import BEST_CHECKPOINT
-
-    second = replace(cfg, train__linear_init=None, train__init_from=str(out / LINEAR_INIT_DIR / BEST_CHECKPOINT),
+    second = replace(cfg, train__linear_init=None, train__init_from=str(RunDir(out / LINEAR_INIT_DIR).best_path),
                      method__params={**params, "linear_init_epochs": 0})
     return first, second
 
@@ -45,18 +44,15 @@ def phase_configs(cfg: RunConfig) -> tuple[RunConfig, RunConfig]:
 def fit_in_two_phases(cfg: RunConfig, *, dataset: Any = None, callbacks: Sequence[Any] = (),
                       resume: bool = False) -> Any:
     """Phase 1 (skipped when finished, resumed when ``resume`` and interrupted), then phase 2."""
-    from pamc.engine.resume import LAST_CHECKPOINT
-    from pamc.engine.trainer import TEST_RESULTS, fit
+    from pamc.engine.trainer import fit
 
     first, second = phase_configs(cfg)
-    first_dir, out = Path(first.output_dir), Path(second.output_dir)
-    if not (first_dir / TEST_RESULTS).is_file():
-        fit(first, dataset=dataset, callbacks=callbacks, resume=resume and (first_dir / LAST_CHECKPOINT).is_file())
-    return fit(second, dataset=dataset, callbacks=callbacks, resume=resume and (out / LAST_CHECKPOINT).is_file())
+    first_run, run = RunDir(first.output_dir), RunDir(second.output_dir)
+    if not first_run.is_finished:
+        fit(first, dataset=dataset, callbacks=callbacks, resume=resume and first_run.has_last)
+    return fit(second, dataset=dataset, callbacks=callbacks, resume=resume and run.has_last)
 
 
 def has_progress(run_dir: Path) -> bool:
     """Whether ``run_dir`` holds an interrupted run (of either phase) to continue."""
-    from pamc.engine.resume import LAST_CHECKPOINT
-
-    return (run_dir / LAST_CHECKPOINT).is_file() or (run_dir / LINEAR_INIT_DIR).is_dir()
+    return RunDir(run_dir).has_last or (Path(run_dir) / LINEAR_INIT_DIR).is_dir()

@@ -4,10 +4,11 @@
 reads). Everything else a run needs to continue bit for bit lives in a training-state file
 next to it, written with :func:`torch.save` from plain tensors, numbers, strings, lists and
 dicts only and read back with ``torch.load(weights_only=True)``, so loading it never runs
-code: optimizer and loss (method) state, the epoch and step reached with the running totals of
-the unfinished epoch, the RNG states (Python, NumPy, torch, CUDA, the loader's shuffle
-generator at the start of the epoch and the flip generator), the best validation mAP, the
-metrics history and the training label store (LL-Cp corrections).
+code: the optimizer state, the epoch and step reached with the running totals of the
+unfinished epoch, the RNG states (Python, NumPy, torch, CUDA, the loader's shuffle generator
+at the start of the epoch and the flip generator), the metrics history, and the state of
+every training hook (``pamc.engine.hooks``) by name: the loss's state, the training label
+store in its own (sparse or dense) form with the LL-Cp corrections, the best validation mAP.
 
 Commit protocol: the state file gets a fresh name and is written first; the weights file,
 whose metadata names that state file, is then renamed into place, which commits the pair.
@@ -17,6 +18,7 @@ commit. Both writes are atomic (:func:`~pamc.engine.checkpoint.atomic_write`).
 
 from __future__ import annotations
 
+import io
 import json
 import pickle
 import random
@@ -31,15 +33,14 @@ import numpy as np
 import torch
 
 from pamc.config import RunConfig
-from pamc.data import ArrayLoader, DeviceTransform, LabelStore
+from pamc.data import ArrayLoader, DeviceTransform
 from pamc.engine.checkpoint import Checkpoint, atomic_write, load_checkpoint, save_checkpoint
-from pamc.errors import CheckpointError, PamcError
+from pamc.engine.rundir import LAST_CHECKPOINT, STATE_PREFIX
+from pamc.errors import CheckpointError
 
-LAST_CHECKPOINT = "last.safetensors"
 STATE_FORMAT = "pamc-train-state"
-STATE_VERSION = 1
-_STATE_PREFIX = "last.state-"
-_STATE_NAME = re.compile(r"last\.state-[0-9a-f]{8,32}\.pt")
+STATE_VERSION = 2  # 2: hook states by name; the label store in its own form
+_STATE_NAME = re.compile(re.escape(STATE_PREFIX) + r"[0-9a-f]{8,32}\.pt")
 
 
 @dataclass
@@ -60,19 +61,17 @@ class TrainingState:
 
     ``progress.epoch`` is the epoch to run or continue and ``progress.step`` the number of
     its batches already done; a state written at the end of epoch ``e`` has
-    ``progress == EpochProgress(e + 1)``. ``loader_rng`` is the shuffle generator's state at
-    the start of ``progress.epoch``, so a resumed epoch draws the same batch order.
+    ``progress == EpochProgress(e + 1)``. ``rng["loader"]`` is the shuffle generator's state
+    at the start of ``progress.epoch``, so a resumed epoch draws the same batch order.
+    ``hooks`` maps each stateful hook's name to its ``state_dict()``.
     """
 
     progress: EpochProgress
     global_step: int
-    best_map: float
-    best_epoch: int
     history: list[dict[str, Any]]
     optimizer: dict[str, Any]
-    criterion: dict[str, Any]
-    train_labels: torch.Tensor
     rng: dict[str, Any] = field(default_factory=dict)
+    hooks: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def capture_rng(loader_rng: torch.Tensor, transform: DeviceTransform) -> dict[str, Any]:
@@ -113,22 +112,21 @@ def save_last(
     """Write ``last.safetensors`` and its training-state file (see the commit protocol above)."""
     run_dir = Path(run_dir)
     token = secrets.token_hex(8)
-    name = f"{_STATE_PREFIX}{token}.pt"
+    name = f"{STATE_PREFIX}{token}.pt"
     payload = {
         "format": STATE_FORMAT,
         "version": STATE_VERSION,
         "token": token,
         "progress": asdict(state.progress),
         "global_step": state.global_step,
-        "best_map": state.best_map,
-        "best_epoch": state.best_epoch,
         "history": json.dumps(state.history),
         "optimizer": state.optimizer,
-        "criterion": state.criterion,
-        "train_labels": state.train_labels,
         "rng": state.rng,
+        "hooks": state.hooks,
     }
-    atomic_write(run_dir / name, lambda tmp: torch.save(payload, tmp))
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    atomic_write(run_dir / name, buffer.getbuffer())
     extra = {"epoch": state.progress.epoch, "step": state.progress.step, "global_step": state.global_step,
              "state_file": name, "token": token}
     try:
@@ -136,7 +134,7 @@ def save_last(
     except BaseException:
         (run_dir / name).unlink(missing_ok=True)
         raise
-    for stale in run_dir.glob(f"{_STATE_PREFIX}*.pt"):
+    for stale in run_dir.glob(f"{STATE_PREFIX}*.pt"):
         if stale.name != name:
             stale.unlink(missing_ok=True)
 
@@ -166,18 +164,27 @@ def load_last(run_dir: Path) -> tuple[Checkpoint, TrainingState]:
         state = TrainingState(
             progress=EpochProgress(**raw["progress"]),
             global_step=int(raw["global_step"]),
-            best_map=float(raw["best_map"]),
-            best_epoch=int(raw["best_epoch"]),
             history=json.loads(raw["history"]),
             optimizer=raw["optimizer"],
-            criterion=raw["criterion"],
-            train_labels=raw["train_labels"],
             rng=raw["rng"],
+            hooks=raw["hooks"],
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{state_path} is a malformed training state ({exc})") from None
-    if not isinstance(state.train_labels, torch.Tensor) or state.progress.epoch < 1 or state.progress.step < 0:
+    if (not isinstance(state.hooks, dict) or not all(isinstance(v, dict) for v in state.hooks.values())
+            or type(state.progress.epoch) is not int or type(state.progress.step) is not int):
         raise CheckpointError(f"{state_path} is a malformed training state")
+    epochs, at = ckpt.config.train.epochs, state.progress
+    best_epoch = state.hooks.get("selection", {}).get("best_epoch", 0)
+    if not all(type(v) is int for v in (at.epoch, at.step, state.global_step, best_epoch)) or not (
+            1 <= at.epoch <= epochs + 1 and at.step >= 0 and (at.epoch <= epochs or at.step == 0)
+            and state.global_step >= at.step and 0 <= best_epoch < at.epoch):
+        raise CheckpointError(f"{state_path} holds an impossible position for a run of {epochs} epochs "
+                              f"(epoch {at.epoch}, step {at.step}, global step {state.global_step}, "
+                              f"best epoch {best_epoch})")
+    if (ckpt.extra.get("epoch"), ckpt.extra.get("step")) != (at.epoch, at.step):
+        raise CheckpointError(f"{state_path} is at epoch {at.epoch}, step {at.step}, but {path} records "
+                              f"epoch {ckpt.extra.get('epoch')}, step {ckpt.extra.get('step')}")
     return ckpt, state
 
 
@@ -191,28 +198,6 @@ def _safe_torch_load(path: Path) -> Any:
             zipfile.BadZipFile) as exc:
         text = str(exc).strip().splitlines()
         raise CheckpointError(f"cannot read training state {path}: {text[0] if text else type(exc).__name__}") from None
-
-
-def restore_training_state(
-    state: TrainingState,
-    state_source: Path,
-    *,
-    optimizer: torch.optim.Optimizer,
-    criterion: torch.nn.Module,
-    labels: LabelStore,
-    loader: ArrayLoader,
-    transform: DeviceTransform,
-) -> None:
-    """Load ``state`` into the live training objects; a mismatch is a :class:`CheckpointError`."""
-    try:
-        optimizer.load_state_dict(state.optimizer)
-        criterion.load_state_dict(state.criterion)
-        labels.load(state.train_labels.numpy())
-        restore_rng(state.rng, loader, transform)
-    except (PamcError, ValueError, RuntimeError, KeyError, TypeError, AttributeError, IndexError) as exc:
-        text = str(exc).strip().splitlines()
-        raise CheckpointError(f"training state in {state_source} does not match this run: "
-                              f"{text[0] if text else type(exc).__name__}") from None
 
 
 def config_mismatch(saved: RunConfig, current: RunConfig) -> str | None:
@@ -233,21 +218,3 @@ def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[full] = value
     return out
-
-
-def load_run_config(run_dir: str | Path) -> RunConfig:
-    """The resolved config of an existing run directory, pointed at that directory."""
-    from pamc.config import load_config, replace
-    from pamc.errors import ConfigError
-
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise PamcError(f"run directory not found: {run_dir}")
-    path = run_dir / "config.yaml"
-    if not path.is_file():
-        raise PamcError(f"{run_dir} has no config.yaml; it is not a pamc run directory")
-    try:
-        cfg = load_config(path)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
-    return replace(cfg, output_dir=str(run_dir))

@@ -2,12 +2,9 @@
 
 from pamc.explain.cam import (
     CAMs,
-    TrainedModel,
     boost,
     compute_cams,
     load_image_files,
-    load_split,
-    load_trained_model,
     model_image_size,
     pooled_scores,
     read_image,
@@ -19,13 +16,13 @@ from pamc.explain.gap import GapResult, attribution, attribution_gap, pearson, p
 from pamc.explain.html import write_index
 from pamc.explain.localization import box_iou, cam_box, localization, peak_pixel
 from pamc.explain.overlay import Panel, heat, overlay_array, save_overlay_figure, score_title
-from pamc.explain.sweep import alpha_sweep, plot_alpha_sweep
+from pamc.explain.sweep import plot_alpha_sweep
 
 __all__ = [
-    "CAMs", "TrainedModel", "boost", "compute_cams", "load_trained_model", "model_image_size",
+    "CAMs", "boost", "compute_cams", "model_image_size",
     "pooled_scores", "read_image", "resize_for_model", "select_classes", "upsample_cam",
     "GapResult", "attribution", "attribution_gap", "pearson", "plot_gap", "top_region",
     "write_index", "box_iou", "cam_box", "localization", "peak_pixel", "Panel", "heat",
-    "overlay_array", "save_overlay_figure", "score_title", "alpha_sweep", "plot_alpha_sweep",
-    "load_split", "load_image_files",
+    "overlay_array", "save_overlay_figure", "score_title", "plot_alpha_sweep",
+    "load_image_files",
 ]

@@ -17,26 +17,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pamc.config import RunConfig, replace
-from pamc.data import DeviceTransform, Split, build_dataset
-from pamc.engine import load_checkpoint, restore_model
-from pamc.engine.trainer import BEST_CHECKPOINT
+from pamc.config import RunConfig
+from pamc.data import DeviceTransform
 from pamc.errors import DataError, PamcError
 from pamc.models import BoostLU, CAMClassifier
-
-
-@dataclass
-class TrainedModel:
-    """A model rebuilt from a checkpoint, with what is needed to feed it images."""
-
-    model: CAMClassifier
-    config: RunConfig
-    class_names: tuple[str, ...]
-    path: Path
-
-    @property
-    def image_size(self) -> int:
-        return model_image_size(self.config)
 
 
 def model_image_size(cfg: RunConfig) -> int:
@@ -48,44 +32,21 @@ def model_image_size(cfg: RunConfig) -> int:
     raise PamcError(f"the checkpoint's config does not record an image size for dataset {cfg.data.dataset!r}")
 
 
-def resolve_checkpoint_path(path: str | Path) -> Path:
-    """A run directory stands for its ``best.safetensors``."""
-    path = Path(path)
-    return path / BEST_CHECKPOINT if path.is_dir() else path
-
-
-def load_trained_model(path: str | Path, device: torch.device | str = "cpu") -> TrainedModel:
-    """Rebuild the model stored in a checkpoint file or run directory, in eval mode."""
-    path = resolve_checkpoint_path(path)
-    ckpt = load_checkpoint(path)
-    model = restore_model(ckpt, path)
-    model.to(device).eval()
-    return TrainedModel(model, ckpt.config, ckpt.class_names, path)
-
-
-def load_split(trained: TrainedModel, split: str, data_root: str | None = None) -> Split:
-    """The ``split`` (train, val or test) of the dataset the model was trained on."""
-    cfg = trained.config if data_root is None else replace(trained.config, data__root=data_root)
-    bundle = build_dataset(cfg.data)
-    if bundle.class_names != trained.class_names:
-        raise PamcError(f"checkpoint {trained.path} has {len(trained.class_names)} classes but dataset "
-                        f"{cfg.data.dataset!r} has {bundle.num_classes}")
-    if split not in ("train", "val", "test"):
-        raise PamcError(f"unknown split {split!r}; choose one of: test, train, val")
-    return getattr(bundle, split)
-
-
 def read_image(path: str | Path) -> np.ndarray:
     """An image file as uint8 (H, W, 3) RGB."""
     from PIL import Image, UnidentifiedImageError
+
+    from pamc.data.image_cache import ImageTooLarge, open_image, to_rgb8
 
     path = Path(path)
     if not path.is_file():
         raise DataError(f"image not found: {path}")
     try:
-        with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
-    except (UnidentifiedImageError, OSError) as exc:
+        with open_image(path) as img:
+            return np.asarray(to_rgb8(img), dtype=np.uint8).copy()
+    except ImageTooLarge as exc:
+        raise DataError(str(exc)) from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise DataError(f"cannot read image {path}: {exc}") from None
 
 
@@ -97,11 +58,20 @@ def resize_for_model(image: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(resized, dtype=np.uint8).transpose(2, 0, 1).copy()
 
 
-def load_image_files(paths: Sequence[str | Path], size: int) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Model inputs (N, 3, size, size) uint8 and the original (H, W, 3) images, for display."""
-    originals = [read_image(p) for p in paths]
-    inputs = np.stack([resize_for_model(img, size) for img in originals]) if originals else \
-        np.zeros((0, 3, size, size), dtype=np.uint8)
+def load_image_files(paths: Sequence[str | Path], size: int,
+                     keep_originals: bool = True) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Model inputs (N, 3, size, size) uint8 and the original (H, W, 3) images, for display.
+
+    Images are read one at a time; with ``keep_originals=False`` each original is dropped once
+    resized (the list is empty), so memory holds the small model inputs only.
+    """
+    inputs = np.zeros((len(paths), 3, size, size), dtype=np.uint8)
+    originals = []
+    for i, path in enumerate(paths):
+        image = read_image(path)
+        inputs[i] = resize_for_model(image, size)
+        if keep_originals:
+            originals.append(image)
     return inputs, originals
 
 

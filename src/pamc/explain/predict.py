@@ -10,8 +10,10 @@ import numpy as np
 import torch
 
 from pamc.data import ArrayLoader, DeviceTransform, LabelStore, Split
-from pamc.engine import predict
-from pamc.explain.cam import load_image_files, load_trained_model
+from pamc.engine import load_trained, predict
+from pamc.explain.cam import load_image_files, model_image_size
+
+BATCH = 64
 
 
 def select_labels(scores: np.ndarray, *, threshold: float | None = None, top_k: int | None = None) -> list[int]:
@@ -34,13 +36,17 @@ def predict_files(
     device: torch.device | str = "cpu",
 ) -> dict[str, Any]:
     """``{"checkpoint", "alpha", "rule", "images": [{"image", "predictions", "scores"}]}``."""
-    trained = load_trained_model(checkpoint, device)
+    trained = load_trained(checkpoint, device)
     if alpha is not None:
         trained.model.set_eval_alpha(alpha)
-    inputs, _ = load_image_files(paths, trained.image_size)
     num_classes = len(trained.class_names)
-    split = Split(inputs, None, LabelStore(np.zeros((len(inputs), num_classes), dtype=np.int8)))
-    scores = predict(trained.model, ArrayLoader(split, 64), DeviceTransform(torch.device(device)))
+    transform = DeviceTransform(torch.device(device))
+    chunks = [np.zeros((0, num_classes), dtype=np.float32)]
+    for start in range(0, len(paths), BATCH):  # streamed: one batch of decoded images at a time
+        inputs, _ = load_image_files(paths[start:start + BATCH], model_image_size(trained.config), keep_originals=False)
+        split = Split(inputs, None, LabelStore(np.zeros((len(inputs), num_classes), dtype=np.int8)))
+        chunks.append(predict(trained.model, ArrayLoader(split, BATCH), transform))
+    scores = np.concatenate(chunks)
     names = trained.class_names
     images = []
     for path, row in zip(paths, scores):

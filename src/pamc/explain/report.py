@@ -11,7 +11,8 @@ import torch
 
 from pamc.errors import PamcError
 from pamc.evaluation import mean_average_precision
-from pamc.explain.cam import boost, compute_cams, load_split, load_trained_model, pooled_scores
+from pamc.engine import load_trained
+from pamc.explain.cam import boost, compute_cams, model_image_size, pooled_scores
 from pamc.explain.gap import GapResult, attribution_gap
 from pamc.explain.localization import localization
 
@@ -35,13 +36,13 @@ def gap_report(
     Returns the JSON-ready summary and the per-pair measurements. Localisation metrics are
     included when the split has boxes.
     """
-    full = load_trained_model(full_checkpoint, device)
-    partial = load_trained_model(partial_checkpoint, device)
+    full = load_trained(full_checkpoint, device)
+    partial = load_trained(partial_checkpoint, device)
     if full.class_names != partial.class_names:
         raise PamcError("the two checkpoints have different classes")
-    if full.config.data.dataset != partial.config.data.dataset or full.image_size != partial.image_size:
+    if full.config.data.dataset != partial.config.data.dataset or model_image_size(full.config) != model_image_size(partial.config):
         raise PamcError("the two checkpoints were trained on different datasets or image sizes")
-    data = load_split(full, split, data_root)
+    data = full.split(split, data_root)
     if data.full is None:
         raise PamcError(f"the {split} split has no ground-truth labels")
     n = len(data) if limit is None else min(limit, len(data))

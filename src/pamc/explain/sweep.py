@@ -1,4 +1,4 @@
-"""mAP of one checkpoint against the BoostLU alpha used at inference."""
+"""The plot of mAP against the BoostLU alpha used at inference (numbers: ``pamc.engine.evaluate_at_alphas``)."""
 
 from __future__ import annotations
 
@@ -6,25 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pamc.data import ArrayLoader, DeviceTransform, Split
-from pamc.engine import evaluate
 from pamc.engine.checkpoint import atomic_write
-from pamc.models import CAMClassifier
-
-
-def alpha_sweep(model: CAMClassifier, split: Split, alphas: Sequence[float], *, batch_size: int = 256) -> list[dict[str, Any]]:
-    """``[{"alpha", "map"}]`` for each inference alpha; the model's own alpha is restored after."""
-    device = next(model.parameters()).device
-    loader, transform = ArrayLoader(split, batch_size), DeviceTransform(device)
-    original = model.eval_alpha
-    rows = []
-    try:
-        for alpha in alphas:
-            model.set_eval_alpha(alpha)
-            rows.append({"alpha": float(alpha), "map": evaluate(model, loader, transform)["map"]})
-    finally:
-        model.set_eval_alpha(original)
-    return rows
 
 
 def plot_alpha_sweep(rows: Sequence[dict[str, Any]], path: str | Path, *, train_alpha: float | None = None,

@@ -70,6 +70,15 @@ class PartialLabelLoss(nn.Module):
     def on_epoch_end(self, epoch: int) -> None:
         """Called after each training epoch (1-based)."""
 
+    def backbone_frozen(self, epoch: int) -> bool:
+        """Whether only the head (and the loss's own parameters) learn in ``epoch`` (1-based):
+        the first :attr:`linear_init_epochs` epochs."""
+        return epoch <= self.linear_init_epochs
+
+    def epoch_metrics(self) -> dict[str, float]:
+        """Numbers of the loss's state that go into each epoch's metrics record (LL's clean rate)."""
+        return {}
+
     def bind_collective(self, collective: Collective | None) -> None:
         """Called by the engine before training data-parallel, so that state that depends on the
         whole batch or on every image (LL's top-k, ROLE's estimates, APL's predictions) is the
@@ -81,14 +90,30 @@ class PartialLabelLoss(nn.Module):
         parameters of its own averages their gradients over the ranks here (DDP does this only
         for the model's)."""
 
-    def bind_dataset(self, num_samples: int, num_classes: int, observed: Tensor, num_epochs: int) -> None:
+    def bind(self, labels: LabelSource, num_epochs: int) -> None:
         """Called once by the engine before the optimizer is built.
 
-        ``observed`` is the training set's (N, C) int8 observed-label matrix and
-        ``num_epochs`` the length of the run. Methods whose
-        state is sized by the training set (ROLE's label estimates, APL's pseudo-labels)
-        create it here, as parameters or buffers so that it is optimised and checkpointed.
+        ``labels`` is the training set's label store (dense or sparse, never densified by the
+        engine): read rows on demand with ``labels.get(index)`` or :func:`pamc.data.labels.label_blocks`;
+        corrections returned in :attr:`LossOutput.corrections` are written back into it by the
+        engine. ``num_epochs`` is the length of the run; a loss whose schedule does not fit it
+        raises :class:`~pamc.errors.ConfigError`. Methods whose state is sized by the training
+        set (ROLE's label estimates, APL's pseudo-labels) create it here, as parameters or
+        buffers so that it is optimised and checkpointed.
         """
+        if self.linear_init_epochs > num_epochs:  # equal: the whole run trains the head alone (a linear phase)
+            raise ConfigError(f"this method trains the head alone for {self.linear_init_epochs} epochs; "
+                              f"train.epochs ({num_epochs}) must not be smaller (or set method.params.linear_init_epochs)")
+
+
+class LabelSource(Protocol):
+    """What a loss may read of the training labels: the shape and int8 rows by dataset index
+    (:class:`~pamc.data.LabelStore` and :class:`~pamc.data.SparseLabelStore`)."""
+
+    @property
+    def shape(self) -> tuple[int, int]: ...
+
+    def get(self, index: Tensor) -> Tensor: ...
 
 
 LOSSES = Registry[PartialLabelLoss]("method")

@@ -16,9 +16,11 @@ import math
 import torch
 from torch import Tensor
 
+from pamc.data.labels import label_blocks
 from pamc.errors import ConfigError
 from pamc.losses.base import (
     LOSSES,
+    LabelSource,
     LossOutput,
     PartialLabelLoss,
     check_positive_number,
@@ -89,33 +91,36 @@ class EntropyMaximizationAPL(EntropyMaximization):
         if self.neg_proportion > 1:
             raise ConfigError(f"neg_proportion must be <= 1, got {neg_proportion}")
         self.num_epochs: int | None = None
-        for name in ("pseudo_mask", "pseudo_target", "last_probs", "seen", "unobserved_count", "observed"):
+        self._labels: LabelSource | None = None
+        for name in ("pseudo_mask", "pseudo_target", "last_probs", "seen", "unobserved_count"):
             self.register_buffer(name, None)
 
-    def bind_dataset(self, num_samples: int, num_classes: int, observed: Tensor, num_epochs: int) -> None:
+    def bind(self, labels: LabelSource, num_epochs: int) -> None:
+        super().bind(labels, num_epochs)
         if num_epochs <= self.warmup_epochs:
             raise ConfigError(f"em-apl: train.epochs ({num_epochs}) must exceed warmup_epochs "
                               f"({self.warmup_epochs})")
         self.num_epochs = num_epochs
-        observed = observed.cpu().to(torch.int8)
-        self.observed = observed.clone()
+        self._labels = labels
+        num_samples, num_classes = labels.shape
         self.pseudo_mask = torch.zeros(num_samples, num_classes, dtype=torch.bool)
         self.pseudo_target = torch.zeros(num_samples, num_classes)
         self.last_probs = torch.zeros(num_samples, num_classes)
         self.seen = torch.zeros(num_samples, dtype=torch.bool)
-        self.unobserved_count = (observed == 0).sum(0).to(torch.int64)
+        self.unobserved_count = sum(((rows == 0).sum(0).to(torch.int64) for _, rows in label_blocks(labels)),
+                                    torch.zeros(num_classes, dtype=torch.int64))
 
     def per_epoch_quota(self) -> Tensor:
         """Pseudo-negatives added per class after each epoch from ``warmup_epochs`` on."""
         if self.num_epochs is None:
-            raise RuntimeError("em-apl: bind_dataset() must be called before training")
+            raise RuntimeError("em-apl: bind() must be called before training")
         span = self.num_epochs - self.warmup_epochs
         return torch.tensor([math.floor(self.neg_proportion * int(u) / span) for u in self.unobserved_count])
 
     def forward(self, logits: Tensor, observed: Tensor, index: Tensor) -> LossOutput:
         check_shapes(logits, observed, index)
         if self.pseudo_mask is None:
-            raise RuntimeError("em-apl: bind_dataset() must be called before training")
+            raise RuntimeError("em-apl: bind() must be called before training")
         idx = index.to(self.pseudo_mask.device)
         if self.training:
             self.last_probs[idx] = torch.sigmoid(logits.detach()).to(self.last_probs)
@@ -147,7 +152,8 @@ class EntropyMaximizationAPL(EntropyMaximization):
             return
         self._merge_ranks()  # every rank gets here in the same epochs
         quota = self.per_epoch_quota()
-        candidates = (self.observed == 0) & ~self.pseudo_mask & self.seen[:, None]
+        unobserved = torch.cat([rows == 0 for _, rows in label_blocks(self._labels)])
+        candidates = unobserved & ~self.pseudo_mask & self.seen[:, None]
         for c in range(candidates.shape[1]):
             rows = torch.nonzero(candidates[:, c], as_tuple=True)[0]
             k = min(int(quota[c]), rows.numel())

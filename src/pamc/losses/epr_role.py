@@ -16,9 +16,11 @@ import math
 import torch
 from torch import Tensor, nn
 
+from pamc.data.labels import label_blocks
 from pamc.errors import ConfigError
 from pamc.losses.base import (
     LOSSES,
+    LabelSource,
     LossOutput,
     PartialLabelLoss,
     check_positive_number,
@@ -76,7 +78,7 @@ class ROLE(PartialLabelLoss):
     ``0.5 (R(p) + R(e))`` with the EPR regulariser ``R``. ``theta`` is initialised as in the
     authors' code: uniform in ``[-logit(0.6), logit(0.6)]`` for unobserved entries,
     ``logit(0.995)`` for observed positives and ``logit(0.005)`` for observed negatives.
-    ``theta`` is an ``nn.Parameter`` created by :meth:`bind_dataset`, so the engine optimises
+    ``theta`` is an ``nn.Parameter`` created by :meth:`bind`, so the engine optimises
     it (at the head learning rate) and checkpoints carry it.
     """
 
@@ -88,20 +90,20 @@ class ROLE(PartialLabelLoss):
         self.register_parameter("label_logits", None)
         self._last_index: Tensor | None = None
 
-    def bind_dataset(self, num_samples: int, num_classes: int, observed: Tensor, num_epochs: int) -> None:
-        if tuple(observed.shape) != (num_samples, num_classes):
-            raise ValueError(f"observed labels {tuple(observed.shape)} != ({num_samples}, {num_classes})")
+    def bind(self, labels: LabelSource, num_epochs: int) -> None:
+        super().bind(labels, num_epochs)
         q = _logit(0.6)
-        theta = q * (2 * torch.rand(num_samples, num_classes) - 1)
-        observed = observed.cpu()
-        theta[observed == 1] = _logit(0.995)
-        theta[observed == -1] = _logit(0.005)
+        theta = q * (2 * torch.rand(*labels.shape) - 1)
+        for start, rows in label_blocks(labels):
+            block = theta[start:start + len(rows)]
+            block[rows == 1] = _logit(0.995)
+            block[rows == -1] = _logit(0.005)
         self.label_logits = nn.Parameter(theta)
 
     def estimates(self, index: Tensor) -> Tensor:
         """Current label estimates (probabilities) of the training images ``index``."""
         if self.label_logits is None:
-            raise RuntimeError("role: bind_dataset() must be called before training")
+            raise RuntimeError("role: bind() must be called before training")
         return torch.sigmoid(self.label_logits[index])
 
     def sync_gradients(self) -> None:
@@ -120,7 +122,7 @@ class ROLE(PartialLabelLoss):
     def forward(self, logits: Tensor, observed: Tensor, index: Tensor) -> LossOutput:
         check_shapes(logits, observed, index)
         if self.label_logits is None:
-            raise RuntimeError("role: bind_dataset() must be called before training")
+            raise RuntimeError("role: bind() must be called before training")
         self._last_index = index.detach() if self.training else None
         theta = self.label_logits[index.to(self.label_logits.device)]
         p, e = torch.sigmoid(logits), torch.sigmoid(theta)

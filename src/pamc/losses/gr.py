@@ -33,6 +33,7 @@ from torch import Tensor
 from pamc.errors import ConfigError
 from pamc.losses.base import (
     LOSSES,
+    LabelSource,
     LossOutput,
     PartialLabelLoss,
     check_positive_number,
@@ -82,10 +83,11 @@ class GeneralizedRobustLoss(PartialLabelLoss):
         mu0, s0, _, _ = self.alpha
         self.register_buffer("schedule", torch.tensor([w0, b0, mu0, s0], dtype=torch.float64))
 
-    def bind_dataset(self, num_samples: int, num_classes: int, observed: Tensor, num_epochs: int) -> None:
-        if num_epochs <= self.linear_init_epochs:
-            raise ConfigError(f"gr-loss: train.epochs ({num_epochs}) must exceed linear_init_epochs "
-                              f"({self.linear_init_epochs})")
+    def bind(self, labels: LabelSource, num_epochs: int) -> None:
+        super().bind(labels, num_epochs)  # checks that num_epochs is not below linear_init_epochs
+        if self.linear_init_epochs >= num_epochs:  # the k/v schedules need epochs after the frozen ones
+            raise ConfigError(f"this method trains the head alone for {self.linear_init_epochs} epochs; "
+                              f"train.epochs ({num_epochs}) must be larger (or set method.params.linear_init_epochs)")
         self.num_epochs = num_epochs
 
     def schedule_at(self, epoch: int, num_epochs: int) -> tuple[float, float, float, float]:
@@ -100,7 +102,7 @@ class GeneralizedRobustLoss(PartialLabelLoss):
 
     def on_epoch_start(self, epoch: int) -> None:
         if self.num_epochs is None:
-            raise RuntimeError("gr-loss: bind_dataset() must be called before training")
+            raise RuntimeError("gr-loss: bind() must be called before training")
         self.schedule.copy_(torch.tensor(self.schedule_at(epoch, self.num_epochs), dtype=torch.float64))
 
     def forward(self, logits: Tensor, observed: Tensor, index: Tensor) -> LossOutput:

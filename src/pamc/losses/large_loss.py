@@ -93,6 +93,9 @@ class LargeLoss(PartialLabelLoss):
             rate = max(0.0, 1.0 - (epoch - 1) * self.delta_rel / 100)
         self.clean_rate.fill_(rate)
 
+    def epoch_metrics(self) -> dict[str, float]:
+        return {"clean_rate": float(self.clean_rate)}
+
     def num_selected(self, num_entries: int) -> int:
         """``k`` for a batch of ``num_entries`` = B*C entries in the current epoch (0 in epoch 1)."""
         clean_rate = float(self.clean_rate)

@@ -38,7 +38,7 @@ def _read_file(path: Path) -> object:
         raise CheckpointError(f"cannot read checkpoint {path}: {first_line}") from None
 
 
-def _extract_state_dict(obj: object, path: Path) -> dict[str, Tensor]:
+def _extract_state_dict(obj: object, path: Path, dropped: tuple[str, ...] = _DROPPED_PREFIXES) -> dict[str, Tensor]:
     if isinstance(obj, Mapping):
         for key in _NESTED_KEYS:
             nested = obj.get(key)
@@ -53,7 +53,7 @@ def _extract_state_dict(obj: object, path: Path) -> dict[str, Tensor]:
             raise CheckpointError(f"checkpoint {path} is not a state_dict: entry {key!r} is not a tensor")
         if key.startswith("module."):
             key = key[len("module.") :]
-        if key.startswith(_DROPPED_PREFIXES):
+        if dropped and key.startswith(dropped):
             continue
         state[key] = value
     return state
@@ -65,7 +65,8 @@ def _describe(keys: list[str], singular: str, plural: str) -> str:
 
 
 def check_state_dict(module: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
-    """Raise :class:`CheckpointError` unless ``state`` matches ``module`` key for key and shape."""
+    """Raise :class:`CheckpointError` unless ``state`` matches ``module`` key for key, shape and
+    dtype, with finite values (weights are never cast or loaded with NaN/inf without a word)."""
     expected = module.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -81,9 +82,25 @@ def check_state_dict(module: nn.Module, state: Mapping[str, Tensor], source: str
         problems.append(_describe(unexpected, "unexpected key", "unexpected keys"))
     if mismatched:
         problems.append(_describe(mismatched, "shape mismatch", "shape mismatches"))
+    dtypes = [f"{k} {state[k].dtype} vs {expected[k].dtype}" for k in expected
+              if k in state and state[k].dtype != expected[k].dtype]
+    if dtypes:
+        problems.append(_describe(dtypes, "dtype mismatch", "dtype mismatches"))
     if problems:
         name = type(module).__name__
         raise CheckpointError(f"checkpoint {source} does not match {name}: " + ", ".join(problems))
+    nonfinite = [k for k in expected if state[k].is_floating_point() and not bool(torch.isfinite(state[k]).all())]
+    if nonfinite:
+        raise CheckpointError(f"checkpoint {source} holds non-finite values (NaN or inf) in "
+                              + _describe(nonfinite, "tensor", "tensors"))
+
+
+def read_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """Every tensor of a checkpoint file, classifier included (formats as :func:`load_pretrained`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file not found: {path}")
+    return _extract_state_dict(_read_file(path), path, dropped=())
 
 
 def load_pretrained(module: nn.Module, path: str | Path) -> None:

@@ -12,6 +12,8 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +22,7 @@ import numpy as np
 from pamc.config import DataConfig
 from pamc.data.datasets import DATASETS, DatasetBundle, Split, split_indices, subset_boxes
 from pamc.data.image_cache import ImageRows, _save_npz, open_or_build_cache
-from pamc.data.labels import LabelStore, check_label_values, observe
+from pamc.data.labels import LabelStore, check_label_values, check_observed, observe
 from pamc.data.sparse_labels import SparseLabelStore, make_label_store
 from pamc.errors import DataError
 from pamc.registry import Registry
@@ -28,6 +30,7 @@ from pamc.registry import Registry
 log = logging.getLogger(__name__)
 
 DEFAULT_IMAGE_SIZE = 448
+FREQUENCY_GROUPS = 5  # group_map datasets: the evaluator's default number of frequency groups
 INDEX_FORMAT = 1
 Store = LabelStore | SparseLabelStore
 
@@ -154,22 +157,66 @@ def require_root(cfg: DataConfig) -> Path:
     return root
 
 
+def read_text(path: Path, what: str = "") -> str:
+    """The text of ``path`` as UTF-8 (a BOM is dropped); a one-line error naming the file and line."""
+    require(path, what)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not UTF-8 text (byte {exc.start}); save the file as UTF-8") from None
+
+
 def read_lines(path: Path) -> list[str]:
     """Non-empty stripped lines of a text file, with a one-line error if it is unreadable."""
-    require(path)
-    try:
-        text = path.read_text(encoding="utf-8", errors="strict")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot read {path}: {exc}") from None
-    return [line.strip() for line in text.splitlines() if line.strip()]
+    return [line.strip() for line in read_text(path).splitlines() if line.strip()]
 
 
-def check_unique(names: list[str], where: str) -> None:
-    seen: dict[str, int] = {}
-    for i, name in enumerate(names):
-        if name in seen:
-            raise DataError(f"{where}: image {name!r} is listed twice (entries {seen[name] + 1} and {i + 1})")
-        seen[name] = i
+def numbered_lines(path: Path, what: str = "") -> list[tuple[int, str]]:
+    """``(line number, stripped line)`` of the non-empty lines of a UTF-8 text file."""
+    return [(n, line.strip()) for n, line in enumerate(read_text(path, what).splitlines(), 1) if line.strip()]
+
+
+def check_image_paths(root: Path, paths: list[str], where: Callable[[int], str], *,
+                      allow_outside: bool = False) -> list[str]:
+    """``paths`` normalised (``a/./b`` is ``a/b``), each resolving inside ``root``, none repeated.
+
+    Image paths come from dataset files and are relative to ``root``. Each is resolved with its
+    symlinks; one that is absolute, climbs out with ``..`` or goes through a symlink to outside
+    ``root`` is an error naming ``where(i)`` (the file and line, or JSON path, that lists it),
+    unless ``allow_outside`` (``data.allow_outside_root``). Two entries that name one file after
+    normalisation are an error as well.
+    """
+    base = os.path.realpath(root)
+    inside_dirs: dict[str, bool] = {}
+    first: dict[str, int] = {}
+    out = []
+    for i, path in enumerate(paths):
+        if not path or "\x00" in path:
+            raise DataError(f"{where(i)}: empty or malformed image path {path!r}")
+        norm = os.path.normpath(path)
+        if not allow_outside:
+            full = os.path.join(base, norm)
+            folder = os.path.dirname(full)
+            ok = inside_dirs.get(folder)
+            if ok is None:
+                ok = inside_dirs[folder] = _inside(os.path.realpath(folder), base)
+            if not ok or (os.path.islink(full) and not _inside(os.path.realpath(full), base)):
+                raise DataError(f"{where(i)}: image path {path!r} resolves outside the data root {root} "
+                                "(set data.allow_outside_root: true to allow it)")
+        if norm in first:
+            raise DataError(f"{where(i)}: image {path!r} is listed twice (first at {where(first[norm])})")
+        first[norm] = i
+        out.append(norm)
+    return out
+
+
+def _inside(path: str, base: str) -> bool:
+    return path == base or path.startswith(base.rstrip(os.sep) + os.sep)
 
 
 def _digest(*parts: object) -> str:
@@ -208,7 +255,9 @@ def observed_pool_labels(full: np.ndarray, cfg: DataConfig, cache_dir: Path) -> 
         return observed
     observed = observe(full, cfg.num_pos, cfg.num_neg, cfg.obs_seed, cfg.protocol)
     rows, cols = np.nonzero(observed)
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    from pamc.engine.checkpoint import make_dirs
+
+    make_dirs(cache_dir)
     _save_npz(path, rows=rows, cols=cols, values=observed[rows, cols])
     log.info("wrote observed labels %s (%d positives, %d negatives)", path,
              int((observed == 1).sum()), int((observed == -1).sum()))
@@ -234,6 +283,7 @@ def load_images(parsed: ParsedDataset, index: SplitIndex, what: str, cfg: DataCo
     """Decode (or reuse) the cache of ``index``. Returns (ok mask, images of the ok rows, their boxes)."""
     size = cfg.image_size or DEFAULT_IMAGE_SIZE
     cached = open_or_build_cache(parsed.root, index.paths, size, cache_dir, strict=cfg.strict,
+                                 max_pixels=cfg.max_image_pixels,
                                  what=f"{parsed.name} {what}", progress=progress)
     if not cached.ok.any():
         raise DataError(f"{parsed.name} {what}: no usable images ({len(index)} listed)")
@@ -263,6 +313,9 @@ def assemble(parsed: ParsedDataset, cfg: DataConfig, progress=None) -> DatasetBu
         raise DataError(f"{parsed.name}: no classes")
     if len(parsed.pool) == 0:
         raise DataError(f"{parsed.name}: the training set lists no images (empty dataset)")
+    if parsed.group_map and num_classes < FREQUENCY_GROUPS:
+        raise DataError(f"{parsed.name}: {num_classes} classes; its evaluation reports {FREQUENCY_GROUPS} "
+                        f"frequency groups of classes and needs at least {FREQUENCY_GROUPS}")
     ok, pool_images, pool_boxes = load_images(parsed, parsed.pool, "train", cfg, cache_dir, progress)
     pool = parsed.pool.subset(ok)
     if parsed.partial:
@@ -282,6 +335,9 @@ def assemble(parsed: ParsedDataset, cfg: DataConfig, progress=None) -> DatasetBu
         rest_idx = np.arange(len(pool))
     train_pos, val_pos = split_indices(len(rest_idx), cfg.val_fraction, cfg.split_seed, cfg.protocol)
     train_rows, val_rows = rest_idx[train_pos], rest_idx[val_pos]
+    observed_any = (_mask(len(pool), train_rows)[pool.rows].any() if parsed.partial
+                    else bool(np.any(observed[train_rows])))
+    check_observed(parsed.name, observed_any)
 
     def partial_labels(index: SplitIndex, evaluated: bool) -> tuple[np.ndarray | Store | None, Store]:
         """(full, observed) of a split with real partial labels; see the docstring."""
@@ -352,12 +408,16 @@ INDEX_META = "index.json"
 def index_key(cfg: DataConfig, root: Path) -> str:
     """What the parsed index depends on: dataset, root and the parsing options."""
     test_csv = str(Path(cfg.test_csv).expanduser().resolve()) if cfg.test_csv else None
-    return _digest(INDEX_FORMAT, cfg.dataset, str(root.resolve()), cfg.resolved_voc_difficult, test_csv, cfg.val_fraction)
+    outside = ("allow_outside_root",) if cfg.allow_outside_root else ()  # an index checked without it
+    return _digest(INDEX_FORMAT, cfg.dataset, str(root.resolve()), cfg.resolved_voc_difficult, test_csv, cfg.val_fraction,
+                   *outside)
 
 
 def save_index(parsed: ParsedDataset, folder: Path, key: str) -> None:
     """Write ``index.json`` (metadata) and ``index-train.npz`` / ``index-test.npz``."""
-    folder.mkdir(parents=True, exist_ok=True)
+    from pamc.engine.checkpoint import atomic_write_text, make_dirs
+
+    make_dirs(folder)
     parsed.pool.save(folder / "index-train.npz")
     parsed.test.save(folder / "index-test.npz")
     meta = {
@@ -368,7 +428,7 @@ def save_index(parsed: ParsedDataset, folder: Path, key: str) -> None:
         "num_train": len(parsed.pool), "num_test": len(parsed.test),
         "num_labels": {"positive": int((parsed.pool.values == 1).sum()), "negative": int((parsed.pool.values == -1).sum())},
     }
-    (folder / INDEX_META).write_text(json.dumps(meta, indent=1))
+    atomic_write_text(folder / INDEX_META, json.dumps(meta, indent=1))
 
 
 def load_index(folder: Path, key: str) -> ParsedDataset | None:

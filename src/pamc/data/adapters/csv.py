@@ -17,29 +17,40 @@ set; without one, 20% of the images (seeded) are held out for testing.
 from __future__ import annotations
 
 import csv as csvlib
+import io
 from pathlib import Path
 
 import numpy as np
 
 from pamc.config import DataConfig
-from pamc.data.adapters.common import ParsedDataset, SplitIndex, adapter, read_lines, require, require_root
+from pamc.data.adapters.common import (
+    ParsedDataset, SplitIndex, adapter, check_image_paths, numbered_lines, read_text, require, require_root,
+)
 from pamc.errors import DataError
 
 
+RESERVED = ("image", "labels", "negatives")
+
+
 def _rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
-    require(path, "CSV file")
+    text = read_text(path, "CSV file")
     try:
-        with path.open(newline="", encoding="utf-8-sig") as f:
-            reader = csvlib.reader(f)
-            header = next(reader, None)
-            rows = [(reader.line_num, r) for r in reader if any(cell.strip() for cell in r)]
-    except (OSError, UnicodeDecodeError, csvlib.Error) as exc:
+        reader = csvlib.reader(io.StringIO(text, newline=""))
+        header = next(reader, None)
+        rows = [(reader.line_num, r) for r in reader if any(cell.strip() for cell in r)]
+    except csvlib.Error as exc:
         raise DataError(f"cannot read {path}: {exc}") from None
     if header is None:
         raise DataError(f"{path} is empty")
     header = [h.strip() for h in header]
     if "image" not in header:
         raise DataError(f"{path}: the header has no 'image' column (got {', '.join(header)})")
+    for j, name in enumerate(header):
+        if not name:
+            raise DataError(f"{path}:1: column {j + 1} of the header has no name"
+                            + (" (a trailing comma?)" if j == len(header) - 1 else ""))
+        if name in header[:j]:
+            raise DataError(f"{path}:1: column {name!r} appears twice (columns {header.index(name) + 1} and {j + 1})")
     return header, rows
 
 
@@ -50,10 +61,16 @@ def _names(cell: str) -> list[str]:
 def class_names_of(paths: list[Path], classes_file: Path | None) -> tuple[str, ...]:
     """``classes.txt`` if given, else the sorted union of the class names in the CSVs."""
     if classes_file is not None:
-        names = read_lines(classes_file)
-        if len(set(names)) != len(names):
-            raise DataError(f"{classes_file}: a class name is listed twice")
-        return tuple(names)
+        lines = numbered_lines(classes_file)
+        seen: dict[str, int] = {}
+        for lineno, name in lines:
+            if name in RESERVED or ";" in name:
+                raise DataError(f"{classes_file}:{lineno}: {name!r} cannot be a class name "
+                                f"({', '.join(RESERVED)} are column names and ';' separates names)")
+            if name in seen:
+                raise DataError(f"{classes_file}:{lineno}: class {name!r} is listed twice (first at line {seen[name]})")
+            seen[name] = lineno
+        return tuple(seen)
     found: set[str] = set()
     for path in paths:
         header, rows = _rows(path)
@@ -67,8 +84,11 @@ def class_names_of(paths: list[Path], classes_file: Path | None) -> tuple[str, .
     return tuple(sorted(found))
 
 
-def read_csv(path: Path, class_names: tuple[str, ...], prefix: str) -> SplitIndex:
-    """One CSV as a :class:`SplitIndex`; paths become ``prefix/<image>``."""
+def read_csv(path: Path, class_names: tuple[str, ...], prefix: str, allow_outside: bool = False) -> SplitIndex:
+    """One CSV as a :class:`SplitIndex`; paths become ``prefix/<image>``.
+
+    Image paths must resolve inside the CSV's folder (see :func:`check_image_paths`).
+    """
     header, rows = _rows(path)
     lookup = {name: i for i, name in enumerate(class_names)}
     image_col = header.index("image")
@@ -76,23 +96,21 @@ def read_csv(path: Path, class_names: tuple[str, ...], prefix: str) -> SplitInde
     entries_c: list[int] = []
     entries_v: list[int] = []
     paths: list[str] = []
-    first_line: dict[str, int] = {}
+    linenos: list[int] = []
     if "labels" in header:
         spec = [(header.index("labels"), 1)] + ([(header.index("negatives"), -1)] if "negatives" in header else [])
     else:
         spec = []
         for j, name in enumerate(header):
             if j != image_col and name not in lookup:
-                raise DataError(f"{path}: column {name!r} is not a known class")
+                raise DataError(f"{path}:1: column {name!r} is not a known class")
     for lineno, row in rows:
         image = row[image_col].strip() if image_col < len(row) else ""
         if not image:
             raise DataError(f"{path}:{lineno}: empty image path")
-        if image in first_line:
-            raise DataError(f"{path}:{lineno}: duplicate row for image {image!r} (first at line {first_line[image]})")
-        first_line[image] = lineno
         r = len(paths)
-        paths.append(f"{prefix}/{image}" if prefix else image)
+        paths.append(image)
+        linenos.append(lineno)
         seen: dict[int, int] = {}
         if spec:
             for col, value in spec:
@@ -121,6 +139,9 @@ def read_csv(path: Path, class_names: tuple[str, ...], prefix: str) -> SplitInde
             entries_v.append(value)
     if not paths:
         raise DataError(f"{path}: no image rows (empty dataset)")
+    paths = check_image_paths(path.parent, paths, lambda i: f"{path}:{linenos[i]}", allow_outside=allow_outside)
+    if prefix:
+        paths = [f"{prefix}/{p}" for p in paths]
     return SplitIndex(paths, np.asarray(entries_r), np.asarray(entries_c), np.asarray(entries_v))
 
 
@@ -145,8 +166,9 @@ def csv_dataset(cfg: DataConfig) -> ParsedDataset:
     if not class_names:
         raise DataError(f"{train}: no class names found")
     base = train.parent
-    pool = read_csv(train, class_names, "")
-    test_index = read_csv(test, class_names, _relative(test.parent, base)) if test is not None else pool
+    allow = cfg.allow_outside_root
+    pool = read_csv(train, class_names, "", allow)
+    test_index = read_csv(test, class_names, _relative(test.parent, base), allow) if test is not None else pool
     return ParsedDataset("csv", base, class_names, pool, test_index, partial=True, partial_test=True,
                          test_pool_fraction=None if test is not None else cfg.val_fraction)
 

@@ -19,7 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from pamc.config import DataConfig
-from pamc.data.adapters.common import ParsedDataset, SplitIndex, adapter, check_unique, read_lines, require, require_root
+from pamc.data.adapters.common import (
+    ParsedDataset, SplitIndex, adapter, check_image_paths, numbered_lines, read_lines, require, require_root,
+)
 from pamc.errors import DataError
 
 
@@ -30,7 +32,7 @@ def _concepts(root: Path) -> tuple[str, ...] | None:
     return None
 
 
-def _formatted(root: Path, split: str, num_classes: int | None) -> SplitIndex:
+def _formatted(root: Path, split: str, num_classes: int | None, allow_outside: bool) -> SplitIndex:
     def load(name: str) -> np.ndarray:
         path = require(root / f"formatted_{split}_{name}.npy")
         try:
@@ -38,22 +40,28 @@ def _formatted(root: Path, split: str, num_classes: int | None) -> SplitIndex:
         except (OSError, ValueError) as exc:
             raise DataError(f"cannot read {path}: {exc}") from None
 
-    paths = [str(p) for p in load("images").tolist()]
+    images = load("images")
+    if images.ndim != 1 or images.dtype.kind not in "US":
+        raise DataError(f"formatted_{split}_images.npy must be a 1-D array of strings, got {images.dtype} "
+                        f"with shape {images.shape}")
+    paths = [str(p) for p in images.tolist()]
     labels = load("labels")
     if labels.ndim != 2 or labels.shape[0] != len(paths):
         raise DataError(f"formatted_{split}_labels.npy has shape {labels.shape}, expected ({len(paths)}, C)")
     if num_classes is not None and labels.shape[1] != num_classes:
         raise DataError(f"formatted_{split}_labels.npy has {labels.shape[1]} classes, Concepts81.txt {num_classes}")
-    if not np.isin(labels, (0, 1)).all():
+    if labels.dtype.kind not in "biuf" or not np.isin(labels, (0, 1)).all():
         raise DataError(f"formatted_{split}_labels.npy holds values other than 0 and 1")
-    check_unique(paths, f"formatted_{split}_images.npy")
+    paths = check_image_paths(root, paths, lambda i: f"{root / f'formatted_{split}_images.npy'}[{i}]",
+                              allow_outside=allow_outside)
     return SplitIndex.from_dense(paths, np.where(labels == 1, 1, -1).astype(np.int8))
 
 
-def _official(root: Path, split: str, names: tuple[str, ...]) -> SplitIndex:
+def _official(root: Path, split: str, names: tuple[str, ...], allow_outside: bool) -> SplitIndex:
     listing = require(root / "ImageList" / f"{split}Imagelist.txt", "image list")
-    paths = ["Flickr/" + line.replace("\\", "/") for line in read_lines(listing)]
-    check_unique(paths, str(listing))
+    lines = numbered_lines(listing)
+    paths = check_image_paths(root, ["Flickr/" + line.replace("\\", "/") for _, line in lines],
+                              lambda i: f"{listing}:{lines[i][0]}", allow_outside=allow_outside)
     full = np.empty((len(paths), len(names)), dtype=np.int8)
     for k, name in enumerate(names):
         path = require(root / "Groundtruth" / "TrainTestLabels" / f"Labels_{name}_{split}.txt", "label file")
@@ -79,8 +87,8 @@ def nuswide(cfg: DataConfig) -> ParsedDataset:
     root = require_root(cfg)
     names = _concepts(root)
     if (root / "formatted_train_labels.npy").exists():
-        pool = _formatted(root, "train", None if names is None else len(names))
-        test = _formatted(root, "val", None if names is None else len(names))
+        pool = _formatted(root, "train", None if names is None else len(names), cfg.allow_outside_root)
+        test = _formatted(root, "val", None if names is None else len(names), cfg.allow_outside_root)
         if names is None:
             names = tuple(f"concept_{k}" for k in range(_width(root)))
     else:
@@ -89,8 +97,8 @@ def nuswide(cfg: DataConfig) -> ParsedDataset:
             names = tuple(sorted(p.name[len("Labels_"):-len("_Train.txt")] for p in folder.glob("Labels_*_Train.txt")))
             if not names:
                 raise DataError(f"{folder}: no Labels_<concept>_Train.txt files")
-        pool = _official(root, "Train", names)
-        test = _official(root, "Test", names)
+        pool = _official(root, "Train", names, cfg.allow_outside_root)
+        test = _official(root, "Test", names, cfg.allow_outside_root)
     # images without any concept carry no positive to observe; the benchmark leaves them out
     return ParsedDataset("nuswide", root, names, _drop_unlabelled(pool), _drop_unlabelled(test))
 

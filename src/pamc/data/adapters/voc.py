@@ -17,7 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from pamc.config import DataConfig
-from pamc.data.adapters.common import ParsedDataset, SplitIndex, adapter, require, require_root
+from pamc.data.adapters.common import (
+    ParsedDataset, SplitIndex, adapter, check_image_paths, numbered_lines, require, require_root,
+)
 from pamc.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -39,26 +41,24 @@ def year_dir(root: Path, year: str) -> Path:
     return require(root / f"VOC{year}" / "ImageSets" / "Main", "VOC folder").parent.parent
 
 
-def read_flags(base: Path, split: str) -> tuple[list[str], np.ndarray]:
+def read_flags(base: Path, split: str, allow_outside: bool = False) -> tuple[list[str], np.ndarray]:
     """Image ids and the raw (N, 20) int8 flags (1, 0 difficult, -1) of ``split``."""
     ids: list[str] | None = None
     columns = []
     for name in VOC_CLASSES:
         path = require(base / "ImageSets" / "Main" / f"{name}_{split}.txt", "split file")
-        these, flags = [], []
-        for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        these, flags, linenos = [], [], []
+        for lineno, line in numbered_lines(path):
             parts = line.split()
-            if not parts:
-                continue
             if len(parts) != 2 or parts[1] not in ("1", "0", "-1"):
-                raise DataError(f"{path}:{lineno}: expected '<image id> <1|0|-1>', got {line.strip()!r}")
+                raise DataError(f"{path}:{lineno}: expected '<image id> <1|0|-1>', got {line!r}")
             these.append(parts[0])
             flags.append(int(parts[1]))
+            linenos.append(lineno)
         if ids is None:
             ids = these
-            if len(set(ids)) != len(ids):
-                dup = next(i for i in ids if ids.count(i) > 1)
-                raise DataError(f"{path}: image {dup!r} is listed twice")
+            check_image_paths(base, [f"JPEGImages/{i}.jpg" for i in ids], lambda i: f"{path}:{linenos[i]}",
+                              allow_outside=allow_outside)
         elif these != ids:
             raise DataError(f"{path} lists different images than {VOC_CLASSES[0]}_{split}.txt")
         columns.append(np.asarray(flags, dtype=np.int8))
@@ -92,6 +92,8 @@ def read_boxes(base: Path, ids: list[str]) -> np.ndarray:
                 x0, y0, x1, y1 = (float(box.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
             except (TypeError, ValueError):
                 raise DataError(f"{path}: bndbox of {name!r} is not four numbers") from None
+            if not np.isfinite([x0, y0, x1, y1]).all():
+                raise DataError(f"{path}: bndbox of {name!r} is not four finite numbers")
             boxes.append((row, lookup[name], x0 - 1, y0 - 1, x1, y1))  # VOC pixels are 1-based
     return np.asarray(boxes, dtype=np.float64).reshape(-1, 6)
 
@@ -101,7 +103,7 @@ def parse_voc(cfg: DataConfig, year: str) -> ParsedDataset:
     difficult = _DIFFICULT[cfg.resolved_voc_difficult]
     splits = []
     for split in SPLITS[year]:
-        ids, flags = read_flags(base, split)
+        ids, flags = read_flags(base, split, cfg.allow_outside_root)
         labels = np.where(flags == 0, difficult, flags).astype(np.int8)
         splits.append(SplitIndex.from_dense([f"JPEGImages/{i}.jpg" for i in ids], labels, read_boxes(base, ids)))
     return ParsedDataset(f"voc{year}", base, VOC_CLASSES, splits[0], splits[1],
