@@ -28,6 +28,7 @@ from pamc.cli.main import main
 from pamc.config import config_from_dict
 from pamc.engine import fit, load_checkpoint, save_checkpoint
 from pamc.engine.resume import LAST_CHECKPOINT, load_last
+from pamc.engine.rundir import LOCK_FILE
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 DOC = Path(__file__).resolve().parents[1] / "docs" / "bad-input.md"
@@ -427,7 +428,9 @@ def pretrained_file(c: Ctx, edit: Callable[[dict], None]) -> str:
 def _edit_state_progress(**fields: object) -> Callable[[dict], None]:
     def edit(raw: dict) -> None:
         for k, v in fields.items():
-            if k in raw["progress"]:
+            if k == "best_epoch":  # the selection hook's state (training-state format 2)
+                raw["hooks"]["selection"][k] = v
+            elif k in raw["progress"]:
                 raw["progress"][k] = v
             else:
                 raw[k] = v
@@ -444,6 +447,32 @@ def png_image(c: Ctx, name: str = "x.png") -> str:
 def user_file(c: Ctx, name: str) -> str:
     """A file the user owns at an output path: a failed write must leave it byte-identical."""
     return c.file(name, "the user's own file\n")
+
+
+def users_dir(c: Ctx, *names: str) -> str:
+    """A directory holding the user's own files (pamc's file names among them): pamc must not write there."""
+    folder = c.tmp / "mine"
+    folder.mkdir(exist_ok=True)
+    for name in names:
+        (folder / name).write_text(f"the user's own {name}\n")
+    return str(folder)
+
+
+def live_run(c: Ctx, run: Path | None = None) -> str:
+    """A run directory whose lock another writer holds (here: this process, through its own descriptor)."""
+    from filelock import FileLock
+
+    run = run if run is not None else c.tmp / "live"
+    run.mkdir(exist_ok=True)
+    c.held = FileLock(str(run / LOCK_FILE))  # released when the test's context goes
+    c.held.acquire(timeout=0)
+    return str(run)
+
+
+def demo_over_other_run(c: Ctx) -> list[str]:
+    """``demo -o D`` where ``D/runs/full-seed0`` is a finished run of another config."""
+    shutil.copytree(c.finished, c.tmp / "demo" / "runs" / "full-seed0")
+    return ["demo", "--quick", "--seeds", "1", "--no-progress", "-o", str(c.tmp / "demo")]
 
 
 @dataclass
@@ -486,6 +515,21 @@ CASES = [
     Case("on-nonfinite-choice", lambda c: train(c, "--set", "train.on_nonfinite=ignore"),
          "config key 'train.on_nonfinite' must be one of ['stop', 'skip'], got 'ignore'"),
     Case("unknown-device", lambda c: train(c, "--device", "tpu9"), "unknown device 'tpu9'"),
+    # run-directory ownership and locks: pamc writes only where it owns the directory, one writer at a time
+    Case("output-users-config-and-metrics", lambda c: ["train", *TINY, "-o", users_dir(c, "config.yaml", "metrics.jsonl")],
+         "mine is not empty and is not a pamc run directory"),
+    Case("output-users-file", lambda c: ["train", *TINY, "-o", users_dir(c, "notes.txt")],
+         "mine is not empty and is not a pamc run directory"),
+    Case("output-overwrite-users-dir", lambda c: ["train", *TINY, "--overwrite", "-o",
+                                                  users_dir(c, "config.yaml", "best.safetensors")],
+         "mine is not empty and is not a pamc run directory"),
+    Case("output-overwrite-with-resume", lambda c: ["train", "--resume", str(c.interrupted()), "--overwrite"],
+         "--overwrite starts a new run; it cannot be combined with --resume"),
+    Case("output-live-run", lambda c: ["train", *TINY, "-o", live_run(c)],
+         "live is in use by another pamc process"),
+    Case("resume-live-run", lambda c: ["train", "--resume", live_run(c, c.interrupted())],
+         "interrupted is in use by another pamc process"),
+    Case("demo-reuses-other-config", demo_over_other_run, "full-seed0 holds a finished run with another config"),
     # out-of-range hyperparameters
     Case("negative-lr", lambda c: train(c, "--lr", "-0.1"), "train.lr must be > 0, got -0.1"),
     Case("nan-lr", lambda c: train(c, "--set", "train.lr=.nan"), "train.lr must be > 0, got nan"),
@@ -577,6 +621,11 @@ CASES = [
     Case("demo-output-under-file", lambda c: ["demo", "--quick", "--seeds", "1", "--no-progress",
                                               "-o", str(Path(c.file("somefile", "x")) / "demo")],
          "cannot write to output directory"),
+    Case("demo-jobs-zero", lambda c: ["demo", "--jobs", "0", "-o", str(c.out)], "expected a positive integer, got '0'"),
+    Case("zoo-threads-bad", lambda c: ["zoo", "--threads", "two", "-o", str(c.out)],
+         "expected 'auto' or a positive integer, got 'two'"),
+    Case("train-threads-zero", lambda c: ["train", *TINY, "--threads", "0", "-o", str(c.out)],
+         "expected 'auto' or a positive integer, got '0'"),
 ]
 
 CASES += [

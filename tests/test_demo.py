@@ -21,8 +21,15 @@ def test_ll_schedule_reaches_false_negative_rate():
 
 @pytest.mark.slow
 def test_quick_demo_writes_tables(tmp_path, capsys):
-    assert main(["demo", "--quick", "--no-progress", "--output-dir", str(tmp_path)]) == 0
+    parallel, sequential = tmp_path / "jobs2", tmp_path / "jobs1"
+    assert main(["demo", "--quick", "--no-progress", "--jobs", "2", "--output-dir", str(parallel)]) == 0
     printed = capsys.readouterr().out
+    assert main(["demo", "--quick", "--no-progress", "--jobs", "1", "--output-dir", str(sequential)]) == 0
+    # two arms at a time in worker processes: the same table and result files as one after another
+    assert (parallel / "results.json").read_text() == (sequential / "results.json").read_text()
+    for path in sorted((sequential / "runs").glob("*/test_results.json")):
+        assert path.read_bytes() == (parallel / path.relative_to(sequential)).read_bytes(), path
+    tmp_path = parallel
     table = json.loads((tmp_path / "results.json").read_text())
     arms = [r["arm"] for r in table["rows"]]
     assert arms == ["full", "an", "an + BoostLU (inference)", "ll-r", "ll-r + BoostLU"]

@@ -248,3 +248,88 @@ def test_the_alias_bomb_yaml_is_refused_fast_in_little_memory(tmp_path, record_p
     assert len(BOMB_YAML.encode()) == 436
     assert peak < 500, f"peak RSS {peak:.0f} MiB"
     assert not (tmp_path / "run").exists()
+
+
+# --- train, predict --csv and table --csv on a real full disk --------------------------------
+
+TRAIN = ["train", "--epochs", "2", "--batch-size", "8", "--lr", "0.003", "--seed", "2",
+         "--set", "data.synthetic.num_train=80", "--set", "data.synthetic.num_test=40",
+         "--set", "data.synthetic.image_size=32", "--no-progress"]
+
+# `pamc train` that fills its disk right after epoch 1's checkpoint (the progress callback runs
+# after the checkpoint hook): epoch 2's checkpoint meets a real ENOSPC
+_FILL_AFTER_EPOCH_1 = """
+import sys
+from pathlib import Path
+from pamc.cli import progress
+disk = Path(sys.argv[1])
+def on_epoch_end(self, epoch, metrics):
+    if epoch == 1:
+        with open(disk / "filler", "wb", buffering=0) as f:
+            try:
+                while True:
+                    f.write(bytes(4096))
+            except OSError:
+                pass
+progress.TqdmProgress.on_epoch_end = on_epoch_end
+from pamc.cli.main import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def _no_temporaries(disk: Path) -> None:
+    assert not [p for p in disk.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_train_first_checkpoint_on_a_full_disk_leaves_no_run(tmpfs):
+    disk = tmpfs(512)  # room for config.yaml, not for a ~1 MB checkpoint
+    run = disk / "run"
+    proc = pamc(*TRAIN, "-o", str(run))
+    line = _one_line(proc, "No space left on device")
+    assert f"cannot write {run}/last.state-" in line  # the training state is the first file written
+    assert not run.exists(), "a run that fails before its first checkpoint leaves no directory"
+    _no_temporaries(disk)
+
+
+@pytest.mark.slow
+def test_train_later_checkpoint_on_a_full_disk_keeps_the_previous_one(tmpfs):
+    disk = tmpfs(16384)
+    run = disk / "run"
+    proc = subprocess.run([sys.executable, "-c", _FILL_AFTER_EPOCH_1, str(disk), *TRAIN, "-o", str(run)],
+                          capture_output=True, text=True, env=ENV, timeout=600)
+    line = _one_line(proc, "No space left on device")
+    assert f"cannot write {run}/" in line
+    _no_temporaries(disk)
+    _, state = load_last(run)  # epoch 1's pair, intact
+    assert (state.progress.epoch, state.progress.step) == (2, 0)
+    assert len(list(run.glob("last.state-*.pt"))) == 1 and not (run / "test_results.json").exists()
+    (disk / "filler").unlink()
+    resumed = pamc("train", "--resume", str(run), "--no-progress")
+    assert resumed.returncode == 0, resumed.stderr
+    assert (run / "test_results.json").is_file()
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("finished") / "run"
+    proc = pamc(*TRAIN, "--epochs", "1", "-o", str(run))
+    assert proc.returncode == 0, proc.stderr
+    return run
+
+
+@pytest.mark.parametrize("command", ["predict", "table"])
+def test_predict_and_table_csv_on_a_full_disk_keep_the_previous_file(command, tmpfs, finished_run, tmp_path):
+    image = tmp_path / "x.jpg"
+    write_jpeg(image, 0, (32, 32))
+    disk = tmpfs(64)
+    out = disk / "out.csv"
+    out.write_text("the previous good file\n")
+    args = ["predict", str(finished_run), str(image)] if command == "predict" else ["table", str(finished_run)]
+    _fill(disk)
+    proc = pamc(*args, "--csv", str(out))
+    _one_line(proc, f"cannot write {out}: No space left on device")
+    assert out.read_text() == "the previous good file\n"
+    _no_temporaries(disk)
+    (disk / "filler").unlink()
+    assert pamc(*args, "--csv", str(out)).returncode == 0  # the same command, with room: it writes
+    assert out.read_text() != "the previous good file\n"

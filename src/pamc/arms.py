@@ -5,13 +5,20 @@ and test, or another arm whose trained model it re-evaluates at its own test alp
 seed, :func:`plan` turns the arms into :class:`ArmRun` specs (name, seed, config, run
 directory), plain picklable data; :func:`run_arm` trains or evaluates one spec and is a pure
 function of it (plus the dataset its config describes), so specs can be handed to worker
-processes. :func:`run_arms` runs specs in order, skipping those whose run directory has
-already finished.
+processes. :func:`run_arms` runs specs, in order or ``jobs`` at a time in worker processes
+(each on one intra-op thread unless the config says otherwise), skipping those whose run
+directory has already finished; the results are the same either way.
 """
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
+import queue
+import signal
+import sys
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +26,9 @@ from typing import Any
 
 from pamc.config import RunConfig, replace
 from pamc.data import DatasetBundle, build_dataset
-from pamc.engine import RunDir, RunResults, evaluate_at_alphas, fit, load_trained
+from pamc.engine import Callback, RunDir, RunResults, evaluate_at_alphas, fit, load_trained
+from pamc.engine.threads import intra_op_threads, resolve_threads
+from pamc.errors import PamcError
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +93,10 @@ def run_arm(spec: ArmRun, source: Path | None = None, *, dataset: DatasetBundle 
         raise ValueError(f"arm {spec.arm!r} re-evaluates {spec.reuse!r}: give that arm's run directory")
     trained, from_run = load_trained(source), RunDir(source).read_results()
     alpha = spec.config.model.resolved_eval_alpha
-    (row,) = evaluate_at_alphas(trained, bundle.test, [alpha], ignore_unobserved=bundle.partial_test_labels,
-                                class_frequency=bundle.class_frequency,
-                                unannotated=spec.config.eval.unannotated_classes)
+    with intra_op_threads(resolve_threads(spec.config.train.threads, deterministic=spec.config.train.deterministic)):
+        (row,) = evaluate_at_alphas(trained, bundle.test, [alpha], ignore_unobserved=bundle.partial_test_labels,
+                                    class_frequency=bundle.class_frequency,
+                                    unannotated=spec.config.eval.unannotated_classes)
     results = RunResults(
         dataset=bundle.name, method=spec.config.method.name, train_alpha=spec.config.model.train_alpha,
         eval_alpha=alpha, best_epoch=from_run.best_epoch, best_val_map=from_run.best_val_map,
@@ -95,32 +105,188 @@ def run_arm(spec: ArmRun, source: Path | None = None, *, dataset: DatasetBundle 
     )
     if spec.run_dir is not None:
         run = RunDir.create(spec.run_dir)
-        run.write_config(spec.config)
-        run.write_results(results)
+        with run.discard_on_failure():
+            run.write_config(spec.config)
+            run.write_results(results)
     return results
 
 
 def run_arms(specs: Sequence[ArmRun], *, dataset: DatasetBundle | None = None,
-             callbacks_for: Callable[[str, int], Sequence[Any]] | None = None) -> list[RunResults]:
-    """Results of every spec, in order: a finished run directory is read, not run again.
+             callbacks_for: Callable[[str, int], Sequence[Any]] | None = None, jobs: int = 1) -> list[RunResults]:
+    """Results of every spec, in order: a finished run directory is read, not run again (and
+    refused if it was trained with another config); no existing run is ever removed.
 
-    With a shared ``dataset``, its training labels are put back to their first state before
-    each training run (label-correcting methods edit them), as if each arm built its own.
+    With ``jobs > 1`` up to ``jobs`` specs run at once, each in a worker process that builds
+    its own dataset; progress reaches ``callbacks_for(arm, seed)`` in this process. An arm
+    that fails stops the others (their unfinished run directories are cleaned up as an
+    interrupted run's are) and the error names it. With a shared ``dataset`` (sequential only),
+    its training labels are put back to their first state before each training run
+    (label-correcting methods edit them), as if each arm built its own.
     """
-    initial = dataset.train.observed.state_dict() if dataset is not None else None
-    trained: dict[tuple[str, int], Path] = {}
-    results = []
-    for spec in specs:
+    if jobs < 1:
+        raise PamcError(f"--jobs must be >= 1, got {jobs}")
+    results: list[RunResults | None] = [None] * len(specs)
+    sources: list[Path | None] = []
+    deps: dict[int, int] = {}  # a reusing spec -> the spec that trains its model
+    trained: dict[tuple[str, int], int] = {}
+    for i, spec in enumerate(specs):
         if spec.reuse is None:
-            trained[(spec.arm, spec.seed)] = Path(spec.config.output_dir)
+            trained[(spec.arm, spec.seed)] = i
+        source = trained.get((spec.reuse, spec.seed)) if spec.reuse is not None else None
+        if source is not None:
+            deps[i] = source
+        sources.append(Path(specs[source].config.output_dir) if source is not None else None)
         if spec.run_dir is not None and RunDir(spec.run_dir).is_finished:
+            _check_same_config(RunDir(spec.run_dir), spec.config)
             log.info("%s seed %d: finished before, skipped", spec.arm, spec.seed)
-            results.append(RunDir(spec.run_dir).read_results())
-            continue
+            results[i] = RunDir(spec.run_dir).read_results()
+    todo = [i for i, r in enumerate(results) if r is None]
+    if jobs == 1 or len(todo) <= 1:
+        _run_in_order(specs, sources, todo, results, dataset, callbacks_for)
+    else:
+        _run_parallel(specs, sources, deps, todo, results, min(jobs, len(todo)), callbacks_for)
+    return [r for r in results if r is not None]
+
+
+def _run_in_order(specs: Sequence[ArmRun], sources: list[Path | None], todo: list[int],
+                  results: list[RunResults | None], dataset: DatasetBundle | None,
+                  callbacks_for: Callable[[str, int], Sequence[Any]] | None) -> None:
+    initial = dataset.train.observed.state_dict() if dataset is not None else None
+    for i in todo:
+        spec = specs[i]
         if dataset is not None and spec.reuse is None:
             dataset.train.observed.load_state_dict(initial)
         callbacks = callbacks_for(spec.arm, spec.seed) if callbacks_for and spec.reuse is None else ()
-        source = trained.get((spec.reuse, spec.seed)) if spec.reuse is not None else None
-        results.append(run_arm(spec, source, dataset=dataset, callbacks=callbacks))
-        log.info("%s seed %d: test mAP %.2f", spec.arm, spec.seed, results[-1].test_map)
-    return results
+        results[i] = run_arm(spec, sources[i], dataset=dataset, callbacks=callbacks)
+        log.info("%s seed %d: test mAP %.2f", spec.arm, spec.seed, results[i].test_map)
+
+
+def _run_parallel(specs: Sequence[ArmRun], sources: list[Path | None], deps: dict[int, int], todo: list[int],
+                  results: list[RunResults | None], jobs: int,
+                  callbacks_for: Callable[[str, int], Sequence[Any]] | None) -> None:
+    """``todo`` on ``jobs`` spawned workers; a reusing arm waits until its source has trained."""
+    ctx = multiprocessing.get_context("spawn")  # torch and fork do not mix
+    events = ctx.Queue()
+    inboxes = [ctx.Queue() for _ in range(jobs)]
+    level = logging.getLogger().level
+    workers = [ctx.Process(target=_worker, args=(inbox, events, w, os.getpid(), level), daemon=True,
+                           name=f"pamc-arm-{w}") for w, inbox in enumerate(inboxes)]
+    pending = list(todo)
+    busy: dict[int, int] = {}  # worker -> spec index
+    callbacks: dict[int, Sequence[Any]] = {}
+    try:
+        for worker in workers:
+            worker.start()
+        while pending or busy:
+            for w in range(jobs):
+                ready = next((i for i in pending if i not in deps or results[deps[i]] is not None), None)
+                if w in busy or ready is None:
+                    continue
+                pending.remove(ready)
+                busy[w] = ready
+                spec = specs[ready]
+                callbacks[ready] = callbacks_for(spec.arm, spec.seed) if callbacks_for and spec.reuse is None else ()
+                inboxes[w].put((ready, spec, sources[ready]))
+            try:
+                kind, w, i, payload = events.get(timeout=0.5)
+            except queue.Empty:
+                for w, i in busy.items():
+                    if not workers[w].is_alive():
+                        raise PamcError(f"arm {_name(specs[i])}: its worker process died "
+                                        f"(exit code {workers[w].exitcode})")
+                continue
+            if kind == "callback":
+                method, args = payload
+                for cb in callbacks[i]:
+                    getattr(cb, method)(*args)
+                continue
+            del busy[w]
+            if kind == "done":
+                results[i] = payload
+                log.info("%s seed %d: test mAP %.2f", specs[i].arm, specs[i].seed, payload.test_map)
+            elif kind == "error":
+                raise PamcError(f"arm {_name(specs[i])}: {payload}")
+            else:
+                raise RuntimeError(f"arm {_name(specs[i])} failed in its worker process:\n{payload}")
+    finally:
+        _stop(workers, inboxes)
+
+
+def _name(spec: ArmRun) -> str:
+    return f"{spec.arm!r} seed {spec.seed}"
+
+
+def _stop(workers: list[Any], inboxes: list[Any]) -> None:
+    """Ask idle workers to exit, stop busy ones (SIGTERM: their runs clean up), reap all."""
+    for worker, inbox in zip(workers, inboxes):
+        if worker.is_alive():
+            inbox.put(None)
+    for worker in workers:
+        if worker.pid is None:
+            continue
+        worker.join(timeout=1.0)
+        if worker.is_alive():
+            worker.terminate()
+            worker.join(timeout=30.0)
+        if worker.is_alive():
+            worker.kill()
+            worker.join()
+
+
+class _Forward(Callback):
+    """A worker's progress, sent to the parent process; stops the worker if the parent is gone."""
+
+    def __init__(self, events: Any, worker: int, index: int, parent: int) -> None:
+        self.events, self.worker, self.index, self.parent = events, worker, index, parent
+
+    def _send(self, method: str, *args: Any) -> None:
+        if os.getppid() != self.parent:  # the parent was killed: do not train on as an orphan
+            os._exit(1)
+        self.events.put(("callback", self.worker, self.index, (method, args)))
+
+    def on_epoch_start(self, epoch: int, num_batches: int) -> None:
+        self._send("on_epoch_start", epoch, num_batches)
+
+    def on_batch_end(self, epoch: int, step: int, loss: float, num_images: int) -> None:
+        self._send("on_batch_end", epoch, step, loss, num_images)
+
+    def on_epoch_end(self, epoch: int, metrics: dict[str, Any]) -> None:
+        self._send("on_epoch_end", epoch, metrics)
+
+
+def _stopped(*_: Any) -> None:
+    logging.disable(logging.CRITICAL)  # the parent reports the arm that failed, this one says nothing
+    sys.exit(143)
+
+
+def _worker(inbox: Any, events: Any, worker: int, parent: int, log_level: int) -> None:
+    """Run the specs sent to ``inbox`` until ``None``; SIGTERM unwinds (so a run cleans up)."""
+    import torch
+
+    logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
+    signal.signal(signal.SIGTERM, _stopped)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    events.cancel_join_thread()  # exiting never waits on progress the parent no longer reads
+    torch.set_num_threads(1)
+    datasets: dict[Any, tuple[DatasetBundle, Any]] = {}
+    while (task := inbox.get()) is not None:
+        index, spec, source = task
+        try:
+            if spec.config.data not in datasets:
+                bundle = build_dataset(spec.config.data)
+                datasets[spec.config.data] = (bundle, bundle.train.observed.state_dict())
+            bundle, initial = datasets[spec.config.data]
+            bundle.train.observed.load_state_dict(initial)
+            callbacks = [_Forward(events, worker, index, parent)] if spec.reuse is None else []
+            events.put(("done", worker, index, run_arm(spec, source, dataset=bundle, callbacks=callbacks)))
+        except PamcError as exc:
+            events.put(("error", worker, index, str(exc)))
+        except Exception:
+            events.put(("crash", worker, index, traceback.format_exc()))
+
+
+def _check_same_config(run: RunDir, cfg: RunConfig) -> None:
+    """Refuse to reuse a finished run whose config is not ``cfg``."""
+    if run.read_config().to_dict() != replace(cfg, output_dir=str(run.path)).to_dict():
+        raise PamcError(f"{run.path} holds a finished run with another config; "
+                        "choose another --output-dir (pamc never removes an existing run)")

@@ -182,6 +182,7 @@ class TrainConfig:
     # epoch's weights with a fresh optimizer (pamc.engine.phases)
     linear_init: LinearInitConfig | None = None
     init_from: str | None = None  # a checkpoint whose weights (and loss state) start the run
+    threads: int | Literal["auto"] = "auto"  # intra-op threads (pamc.engine.threads; README: thread table)
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, f"train.epochs must be >= 1, got {self.epochs}")
@@ -193,6 +194,7 @@ class TrainConfig:
                f"train.loss_lr_mult must be > 0 or null, got {self.loss_lr_mult}")
         _check(self.checkpoint_every_steps >= 0,
                f"train.checkpoint_every_steps must be >= 0, got {self.checkpoint_every_steps}")
+        _check(self.threads == "auto" or self.threads >= 1, f"train.threads must be 'auto' or >= 1, got {self.threads!r}")
 
 
 @dataclass(frozen=True)

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import statistics
 from pathlib import Path
 from typing import Any, Sequence
 
 from pamc.arms import Arm, plan, run_arms
-from pamc.config import RunConfig, config_from_dict
+from pamc.config import RunConfig, config_from_dict, replace
 from pamc.data import build_dataset
 from pamc.data.labels import false_negative_rate
 
@@ -42,13 +41,15 @@ def default_arms(ll_delta_rel: float) -> list[Arm]:
 
 
 def demo_config(quick: bool = False) -> RunConfig:
-    """The demo's base config: small CNN, synthetic scenes, a schedule that fits a CPU."""
+    """The demo's base config: small CNN, synthetic scenes, a schedule that fits a CPU, one
+    intra-op thread per training (so results do not depend on ``--jobs``)."""
     synthetic = {"num_train": 1600, "num_test": 1000, "image_size": 48} if not quick else \
         {"num_train": 500, "num_test": 300, "image_size": 48}
     return config_from_dict({
         "data": {"dataset": "synthetic", "synthetic": synthetic},
         "model": {"backbone": "smallcnn"},
-        "train": {"epochs": 20 if not quick else 4, "batch_size": 32, "lr": 4e-3, "head_lr_mult": 10.0},
+        "train": {"epochs": 20 if not quick else 4, "batch_size": 32, "lr": 4e-3, "head_lr_mult": 10.0,
+                  "threads": 1},
     })
 
 
@@ -67,13 +68,14 @@ def run_demo(
     *,
     quick: bool = False,
     callbacks_for: Any = None,
+    jobs: int = 1,
+    threads: int | str | None = None,
 ) -> dict[str, Any]:
-    """Train every arm for every seed; return and write the table (Markdown and JSON)."""
+    """Train every arm for every seed, ``jobs`` at a time on ``threads`` intra-op threads each
+    (default: the demo config's one); return and write the table (Markdown and JSON)."""
     output_dir = Path(output_dir)
     runs = output_dir / "runs"
-    if runs.exists():  # the demo owns this folder: a re-run replaces the previous demo's runs
-        shutil.rmtree(runs)
-    base = demo_config(quick)
+    base = demo_config(quick) if threads is None else replace(demo_config(quick), train__threads=threads)
     bundle = build_dataset(base.data)
     fn_rate = false_negative_rate(bundle.train.full, bundle.train.observed.to_numpy())  # small synthetic set
     delta_rel = ll_delta_rel_for(base.train.epochs, fn_rate)
@@ -82,7 +84,7 @@ def run_demo(
     specs = plan(arms, seeds, base, runs, lambda method: {"delta_rel": delta_rel} if method.startswith("ll-") else {},
                  record_reused=False)
     scores: dict[str, list[float]] = {arm.name: [] for arm in arms}
-    for spec, result in zip(specs, run_arms(specs, dataset=bundle, callbacks_for=callbacks_for)):
+    for spec, result in zip(specs, run_arms(specs, dataset=bundle, callbacks_for=callbacks_for, jobs=jobs)):
         scores[spec.arm].append(result.test_map)
     table = summarize(scores, "an", "full")
     table["false_negative_rate"] = fn_rate

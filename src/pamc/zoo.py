@@ -19,7 +19,6 @@ number of positives is the training pool's mean (Cole et al. use the dataset sta
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -91,12 +90,12 @@ def run_zoo(
     quick: bool = False,
     base: RunConfig | None = None,
     callbacks_for: Any = None,
+    jobs: int = 1,
 ) -> dict[str, Any]:
-    """Train every zoo row for every seed; write ``runs/`` and ``results.md``/``results.csv``."""
+    """Train every zoo row for every seed, ``jobs`` at a time; write ``runs/`` and
+    ``results.md``/``results.csv``."""
     output_dir = Path(output_dir)
     runs = output_dir / "runs"
-    if runs.exists():  # the zoo owns this folder
-        shutil.rmtree(runs)
     base = base if base is not None else zoo_config(quick)
     bundle = build_dataset(base.data)
     full = bundle.train.full
@@ -105,7 +104,7 @@ def run_zoo(
     expected_pos = float((full == 1).sum(1).mean())
     specs = plan(zoo_arms(methods), seeds, base, runs,
                  lambda method: method_params(method, base.train.epochs, delta_rel, expected_pos))
-    run_arms(specs, dataset=bundle, callbacks_for=callbacks_for)
+    run_arms(specs, dataset=bundle, callbacks_for=callbacks_for, jobs=jobs)
     groups = build_table([runs])
     md = format_markdown(groups)
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from pamc.cli import alpha_sweep, cam, explain_gap, import_model, predict
-from pamc.cli.common import alpha_list, alpha_rows, report_alpha_rows
+from pamc.cli.common import add_parallel_args, alpha_list, alpha_rows, report_alpha_rows, threads_arg
 from pamc.cli.observe import Observe
 from pamc.cli.prepare import Prepare
 from pamc.cli.reproduce import Reproduce
@@ -45,10 +45,13 @@ class Train:
         p.add_argument("--device", help="auto, cpu, cuda, cuda:1, ...")
         p.add_argument("--select-on", choices=["full", "observed"], help="labels used for model selection")
         p.add_argument("--output-dir", "-o", help="run directory to create")
+        p.add_argument("--threads", type=threads_arg, help="intra-op threads (default auto: the idle usable cores)")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override any config key, e.g. --set method.params.delta_rel=0.3 (YAML value)")
         p.add_argument("--resume", metavar="RUN_DIR",
                        help="continue an interrupted run exactly where it stopped (uses RUN_DIR/config.yaml)")
+        p.add_argument("--overwrite", action="store_true",
+                       help="replace a previous pamc run in --output-dir (only pamc's files of it)")
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
         p.set_defaults(run=Train.run)
 
@@ -63,7 +66,7 @@ class Train:
             "model.train_alpha": args.alpha, "model.eval_alpha": args.alpha,
             "train.epochs": args.epochs, "train.lr": args.lr, "train.batch_size": args.batch_size,
             "train.seed": args.seed, "train.device": args.device, "train.select_on": args.select_on,
-            "train.deterministic": args.deterministic, "output_dir": args.output_dir,
+            "train.deterministic": args.deterministic, "train.threads": args.threads, "output_dir": args.output_dir,
         }
         if args.train_alpha is not None:
             flags["model.train_alpha"] = args.train_alpha
@@ -84,9 +87,12 @@ class Train:
             if args.config or Train.overrides(args):
                 raise PamcError("--resume continues a run with its own config.yaml; "
                                 "drop the other config flags")
+            if args.overwrite:
+                raise PamcError("--overwrite starts a new run; it cannot be combined with --resume")
             result = fit(RunDir.for_resume(args.resume).read_config(), callbacks=progress, resume=True)
         else:
-            result = fit(load_config(args.config, Train.overrides(args)), callbacks=progress)
+            result = fit(load_config(args.config, Train.overrides(args)), callbacks=progress,
+                         overwrite=args.overwrite)
         from pamc.engine.distributed import is_main_process  # torchrun: only rank 0 reports
 
         if is_main_process():
@@ -125,6 +131,7 @@ class Demo:
         p.add_argument("--output-dir", "-o", default="demo-output")
         p.add_argument("--seeds", type=int, default=2, help="number of training seeds (>= 2)")
         p.add_argument("--quick", action="store_true", help="a smoke run of under a minute")
+        add_parallel_args(p)
         p.add_argument("--no-progress", action="store_true")
         p.set_defaults(run=Demo.run)
 
@@ -132,19 +139,14 @@ class Demo:
     def run(args: argparse.Namespace) -> int:
         import time
 
-        import torch
-
-        from pamc.cli.progress import TqdmProgress
+        from pamc.cli.progress import arm_progress
         from pamc.demo import format_markdown, run_demo
 
         if args.seeds < 1:
             raise PamcError("--seeds must be >= 1")
-        torch.set_num_threads(max(1, torch.get_num_threads()))
         start = time.perf_counter()
-        table = run_demo(
-            Path(args.output_dir), seeds=range(args.seeds), quick=args.quick,
-            callbacks_for=lambda arm, seed: [TqdmProgress(f"[{arm} s{seed}] ", disable=True if args.no_progress else None)],
-        )
+        table = run_demo(Path(args.output_dir), seeds=range(args.seeds), quick=args.quick, jobs=args.jobs,
+                         threads=args.threads, callbacks_for=arm_progress(args.no_progress))
         print()
         print(format_markdown(table))
         print(f"{len(table['seeds'])} seeds x {table['epochs']} epochs; false-negative rate among unobserved "

@@ -20,6 +20,38 @@ def alpha_list(text: str) -> list[float]:
     return values
 
 
+def positive_int(text: str) -> int:
+    """A positive integer."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def threads_arg(text: str) -> int | str:
+    """``auto`` or a positive thread count."""
+    if text == "auto":
+        return text
+    try:
+        return positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a positive integer, got {text!r}") from None
+
+
+def add_parallel_args(p: argparse.ArgumentParser) -> None:
+    """``--jobs`` and ``--threads`` of the commands that train several arms."""
+    from pamc.engine.threads import usable_cores
+
+    cores = usable_cores()
+    p.add_argument("--jobs", "-j", type=positive_int, default=cores,
+                   help=f"arms trained at once, each in its own process (default: the usable cores, {cores})")
+    p.add_argument("--threads", type=threads_arg, default=None,
+                   help="intra-op threads per arm (default 1; results depend on it, not on --jobs)")
+
+
 def alpha_rows(args: argparse.Namespace, alphas: Sequence[float] | None) -> tuple[Any, list[dict[str, Any]]]:
     """The trained run named by ``args.checkpoint`` and its ``args.split`` mAP at each alpha
     (default: the model's own inference alpha); ``args.data_root``/``args.device`` as given."""

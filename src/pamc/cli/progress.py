@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from tqdm import tqdm
@@ -35,3 +36,8 @@ class TqdmProgress(Callback):
             f"{self.desc}epoch {epoch}: loss {metrics['train_loss']:.4f}  val mAP {metrics['val_map']:.2f}"
             f"{' *' if metrics.get('is_best') else ''}  {metrics['train_images_per_s']:.0f} img/s",
         )
+
+
+def arm_progress(no_progress: bool) -> Callable[[str, int], list[Callback]]:
+    """``callbacks_for`` of the arms runner: one bar per arm and seed, named ``[arm sSEED]``."""
+    return lambda arm, seed: [TqdmProgress(f"[{arm} s{seed}] ", disable=True if no_progress else None)]

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from pamc.cli.common import add_parallel_args
 from pamc.errors import PamcError
 
 
@@ -22,6 +23,7 @@ class Zoo:
         p.add_argument("--quick", action="store_true", help="the demo's smoke-run sizes")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a key of the zoo's base config (YAML value)")
+        add_parallel_args(p)
         p.add_argument("--no-progress", action="store_true")
         p.set_defaults(run=Zoo.run)
 
@@ -29,7 +31,7 @@ class Zoo:
     def run(args: argparse.Namespace) -> int:
         import time
 
-        from pamc.cli.progress import TqdmProgress
+        from pamc.cli.progress import arm_progress
         from pamc.config import parse_overrides, replace
         from pamc.zoo import parse_methods, run_zoo, zoo_config
 
@@ -37,12 +39,14 @@ class Zoo:
             raise PamcError("--seeds must be >= 1")
         methods = parse_methods(args.methods)
         overrides = {key.replace(".", "__"): value for key, value in parse_overrides(args.set).items()}
+        if args.threads is not None:
+            overrides["train__threads"] = args.threads
         base = replace(zoo_config(args.quick), **overrides)
         start = time.perf_counter()
         seeds = range(args.first_seed, args.first_seed + args.seeds)
         out = run_zoo(
-            Path(args.output_dir), seeds=seeds, methods=methods, base=base,
-            callbacks_for=lambda arm, seed: [TqdmProgress(f"[{arm} s{seed}] ", disable=True if args.no_progress else None)],
+            Path(args.output_dir), seeds=seeds, methods=methods, base=base, jobs=args.jobs,
+            callbacks_for=arm_progress(args.no_progress),
         )
         print()
         print(out["markdown"])

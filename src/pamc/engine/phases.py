@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from pamc.config import RunConfig, replace
-from pamc.engine.rundir import RunDir
+from pamc.engine.rundir import LOCK_FILE, RunDir
 from pamc.errors import PamcError
 from pamc.losses import LOSSES
 
@@ -42,15 +42,17 @@ def phase_configs(cfg: RunConfig) -> tuple[RunConfig, RunConfig]:
 
 
 def fit_in_two_phases(cfg: RunConfig, *, dataset: Any = None, callbacks: Sequence[Any] = (),
-                      resume: bool = False) -> Any:
+                      resume: bool = False, overwrite: bool = False) -> Any:
     """Phase 1 (skipped when finished, resumed when ``resume`` and interrupted), then phase 2."""
     from pamc.engine.trainer import fit
 
     first, second = phase_configs(cfg)
     first_run, run = RunDir(first.output_dir), RunDir(second.output_dir)
-    if not first_run.is_finished:
-        fit(first, dataset=dataset, callbacks=callbacks, resume=resume and first_run.has_last)
-    return fit(second, dataset=dataset, callbacks=callbacks, resume=resume and run.has_last)
+    if not resume and not (run.path / LOCK_FILE).exists():  # the run's own directory holds phase 1
+        RunDir.create(run.path, overwrite=overwrite).release()
+    if overwrite or not first_run.is_finished:
+        fit(first, dataset=dataset, callbacks=callbacks, resume=resume and first_run.has_last, overwrite=overwrite)
+    return fit(second, dataset=dataset, callbacks=callbacks, resume=resume and run.has_last, overwrite=overwrite)
 
 
 def has_progress(run_dir: Path) -> bool:

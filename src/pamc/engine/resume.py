@@ -171,8 +171,7 @@ def load_last(run_dir: Path) -> tuple[Checkpoint, TrainingState]:
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{state_path} is a malformed training state ({exc})") from None
-    if (not isinstance(state.hooks, dict) or not all(isinstance(v, dict) for v in state.hooks.values())
-            or type(state.progress.epoch) is not int or type(state.progress.step) is not int):
+    if not isinstance(state.hooks, dict) or not all(isinstance(v, dict) for v in state.hooks.values()):
         raise CheckpointError(f"{state_path} is a malformed training state")
     epochs, at = ckpt.config.train.epochs, state.progress
     best_epoch = state.hooks.get("selection", {}).get("best_epoch", 0)

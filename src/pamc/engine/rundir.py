@@ -14,6 +14,13 @@ run) or :meth:`RunDir.open` (an existing run, read only): the checks a directory
 before pamc writes into it live in these three constructors. A run that fails before its
 first ``last`` checkpoint removes what it created (:meth:`RunDir.discard_on_failure`); once a
 ``last`` checkpoint exists the directory is kept for ``pamc train --resume``.
+
+Ownership: pamc writes only into a missing or empty directory, or into one it created (marked
+by its lock file ``.pamc.lock``); a non-empty directory without it is refused, and nothing
+in it is touched. ``overwrite=True`` replaces a previous pamc run, removing only pamc's files
+of it. While a process writes a run it holds the OS lock on ``.pamc.lock`` (``filelock``,
+released by the kernel when the process dies): a second writer, or a ``--resume`` of a live
+run, is refused.
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ BEST_CHECKPOINT = "best.safetensors"
 LAST_CHECKPOINT = "last.safetensors"
 RESULTS_FILE = "test_results.json"
 STATE_PREFIX = "last.state-"  # + token + ".pt": the training state named by last.safetensors
+LOCK_FILE = ".pamc.lock"  # marks a directory pamc created; locked while a process writes the run
 
 
 @dataclass(frozen=True)
@@ -97,6 +105,7 @@ class RunDir:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.created: Path | None = None  # the outermost directory :meth:`create` made, if any
+        self._lock: Any = None  # the held ``filelock.FileLock``, if any
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
@@ -104,15 +113,17 @@ class RunDir:
     # --- opening ------------------------------------------------------------------------
 
     @classmethod
-    def create(cls, path: str | Path) -> "RunDir":
-        """A new run directory (created); refuses one that holds a finished or interrupted run."""
+    def create(cls, path: str | Path, *, overwrite: bool = False) -> "RunDir":
+        """A new run directory (created and locked).
+
+        Refuses a non-empty directory pamc did not create, and one that holds a finished or
+        interrupted run unless ``overwrite`` (then only pamc's files of that run are removed).
+        """
         run = cls(path)
         created = first_missing_ancestor(run.path)
-        if run.has_last and not run.is_finished:
-            raise PamcError(f"output directory {run.path} holds an interrupted run; continue it with "
-                            f"--resume {run.path} or choose another --output-dir")
-        if run.is_finished or run.best_path.exists():
-            raise PamcError(f"output directory {run.path} already holds a run; choose another --output-dir")
+        run._check_owned()
+        if not overwrite:
+            run._check_no_run()
         try:
             run.path.mkdir(parents=True, exist_ok=True)
             probe = run.path / ".write-test"
@@ -122,8 +133,77 @@ class RunDir:
             if created is not None:
                 shutil.rmtree(created, ignore_errors=True)
             raise OutputError(f"cannot write to output directory {run.path}: {exc.strerror or exc}") from None
+        run.lock()
+        try:
+            run._check_owned()  # again, under the lock: another process may have written meanwhile
+            if overwrite:
+                run.remove_files()
+            else:
+                run._check_no_run()
+        except BaseException:
+            run.release()
+            raise
         run.created = created
         return run
+
+    def _check_owned(self) -> None:
+        if not self.path.is_dir() or (self.path / LOCK_FILE).exists():
+            return
+        if any(self.path.iterdir()):
+            raise PamcError(f"output directory {self.path} is not empty and is not a pamc run directory; "
+                            "pamc writes only into a new or empty directory: choose another --output-dir")
+
+    def _check_no_run(self) -> None:
+        if self.has_last and not self.is_finished:
+            raise PamcError(f"output directory {self.path} holds an interrupted run; continue it with "
+                            f"--resume {self.path}, replace it with --overwrite or choose another --output-dir")
+        if self.is_finished or self.best_path.exists():
+            raise PamcError(f"output directory {self.path} already holds a run; replace it with --overwrite "
+                            "or choose another --output-dir")
+
+    # --- ownership and locking ----------------------------------------------------------
+
+    def lock(self) -> None:
+        """Hold the run's OS lock (non-blocking): refuse if another process is writing this run."""
+        from filelock import FileLock, Timeout
+
+        if getattr(self, "_lock", None) is not None:
+            return
+        lock = FileLock(str(self.path / LOCK_FILE))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            raise PamcError(f"run directory {self.path} is in use by another pamc process; "
+                            "wait for it to finish or choose another --output-dir") from None
+        except OSError as exc:
+            raise OutputError(f"cannot write {self.path / LOCK_FILE}: {exc.strerror or exc}") from None
+        self._lock = lock
+
+    def release(self) -> None:
+        """Release the run's lock, if this object holds it."""
+        lock, self._lock = getattr(self, "_lock", None), None
+        if lock is not None:
+            lock.release()
+
+    def pamc_files(self) -> list[Path]:
+        """The files of this directory that pamc writes (its lock file aside), and leftover temporaries."""
+        names = (self.config_path, self.metrics_path, self.best_path, self.last_path, self.results_path)
+        return [p for p in names if p.exists()] + self.state_files() + self.temp_files()
+
+    def temp_files(self) -> list[Path]:
+        """Temporary files of interrupted atomic writes (``.NAME.XXXX.tmp``)."""
+        return sorted(self.path.glob(".*.tmp"))
+
+    def remove_files(self) -> None:
+        """Remove pamc's files of a previous run (``--overwrite``); any other file stays."""
+        for path in self.pamc_files():
+            path.unlink(missing_ok=True)
+
+    def remove_temp_files(self) -> None:
+        """Remove temporaries an interrupted process left (call with the lock held)."""
+        for path in self.temp_files():
+            log.info("removing %s, left by an interrupted write", path)
+            path.unlink(missing_ok=True)
 
     @classmethod
     def for_resume(cls, path: str | Path) -> "RunDir":
@@ -237,20 +317,27 @@ class RunDir:
     @contextlib.contextmanager
     def discard_on_failure(self) -> Iterator[None]:
         """On any exception, remove the directories :meth:`create` made or, in a directory that
-        existed before, the files the run wrote, unless a ``last`` checkpoint exists; then re-raise."""
+        existed before, the files the run wrote, unless a ``last`` checkpoint exists; then re-raise.
+        The run's lock is released on leaving, either way."""
         try:
             yield
-        except BaseException:
-            if self.has_last:
-                log.warning("run stopped; %s is kept for --resume", self.last_path)
+        except BaseException as exc:
+            if self.has_last:  # an error's own line is the message; an interrupt gets this one
+                log.log(logging.INFO if isinstance(exc, PamcError) else logging.WARNING,
+                        "run stopped; %s is kept for --resume", self.last_path)
+                self.release()
             elif self.created is not None:
+                self.release()
                 shutil.rmtree(self.created, ignore_errors=True)
             elif self.path.is_dir():
-                for path in (self.config_path, self.metrics_path, self.best_path, self.results_path):
+                for path in self.pamc_files():
                     path.unlink(missing_ok=True)
-                for tmp in self.path.glob(".*.tmp"):
-                    tmp.unlink(missing_ok=True)
+                self.release()
+                if not any(p.name != LOCK_FILE for p in self.path.iterdir()):
+                    (self.path / LOCK_FILE).unlink(missing_ok=True)  # the directory is as empty as it was
             raise
+        finally:
+            self.release()
 
 
 def first_missing_ancestor(path: Path) -> Path | None:

@@ -40,6 +40,7 @@ from pamc.engine.hooks import (
 from pamc.engine.precision import Precision, eval_autocast, maybe_compile
 from pamc.engine.resume import EpochProgress, TrainingState, capture_rng, config_mismatch, restore_rng
 from pamc.engine.rundir import RunDir, RunResults, TrainedRun, make_model, restore_model
+from pamc.engine.threads import intra_op_threads, resolve_threads
 from pamc.errors import CheckpointError, PamcError, TrainingError
 from pamc.evaluation import MultiLabelEvaluator
 from pamc.losses import PartialLabelLoss, loss_from_config
@@ -285,18 +286,27 @@ def fit(
     dataset: DatasetBundle | None = None,
     callbacks: Sequence[Callback] = (LoggingCallback(),),
     resume: bool = False,
+    overwrite: bool = False,
 ) -> RunResult:
     """Train, select on validation mAP, test the selected checkpoint; write the run directory.
 
     With ``resume=True``, ``cfg.output_dir`` is an interrupted run and training continues exactly
     where its ``last`` checkpoint stopped. A run that fails before its first ``last`` checkpoint
-    leaves no run directory behind. With ``train.linear_init`` the run has two phases
-    (:mod:`pamc.engine.phases`).
+    leaves no run directory behind. ``overwrite`` replaces a previous pamc run in ``cfg.output_dir``
+    (see :meth:`RunDir.create`). The run directory is locked while this process writes it. The run
+    uses ``train.threads`` intra-op threads (the caller's count is restored afterwards). With
+    ``train.linear_init`` the run has two phases (:mod:`pamc.engine.phases`).
     """
     if cfg.train.linear_init is not None:
         from pamc.engine.phases import fit_in_two_phases
 
-        return fit_in_two_phases(cfg, dataset=dataset, callbacks=callbacks, resume=resume)
+        return fit_in_two_phases(cfg, dataset=dataset, callbacks=callbacks, resume=resume, overwrite=overwrite)
+    with intra_op_threads(resolve_threads(cfg.train.threads, deterministic=cfg.train.deterministic)):
+        return _fit(cfg, dataset, callbacks, resume, overwrite)
+
+
+def _fit(cfg: RunConfig, dataset: DatasetBundle | None, callbacks: Sequence[Callback], resume: bool,
+         overwrite: bool) -> RunResult:
     criterion = loss_from_config(cfg)
     dist_ctx, device = init_distributed(resolve_device(cfg.train.device))
     if resume and dist_ctx.enabled:
@@ -307,7 +317,7 @@ def fit(
     precision = Precision.from_config(cfg.train, device)
     precision.prepare_model(model)
     run = RunDir.for_resume(cfg.output_dir) if resume else RunDir(cfg.output_dir)
-    resumed = _resume_point(run, model, cfg, bundle) if resume else None
+    resumed = _locked_resume_point(run, model, cfg, bundle) if resume else None
     criterion.bind(bundle.train.observed, cfg.train.epochs)  # the label store itself, never densified
     if cfg.train.init_from is not None and resumed is None:  # weights and loss state, fresh optimizer
         _init_from(cfg, model, criterion, bundle)
@@ -331,7 +341,7 @@ def fit(
         trainer.register(Checkpointer(run, model, cfg, bundle.class_names, criterion, select,
                                       cfg.train.checkpoint_every_steps), MetricsWriter(run), ProgressReporter(callbacks))
     if not resume:  # rank 0 creates the directory (and remembers what it created)
-        run = run_on_main(lambda: RunDir.create(run.path), dist_ctx) or run
+        run = run_on_main(lambda: RunDir.create(run.path, overwrite=overwrite), dist_ctx) or run
     with run.discard_on_failure() if dist_ctx.is_main else contextlib.nullcontext():
         if resumed is not None:
             trainer.load_training_state(resumed, run.last_path)
@@ -359,6 +369,18 @@ def _inputs(cfg: RunConfig, model: CAMClassifier, bundle: DatasetBundle, precisi
     if cfg.train.frozen_features:  # pamc.engine.frozen
         return cache_frozen_features(model, bundle, transform)
     return model, bundle, transform
+
+
+def _locked_resume_point(run: RunDir, model: nn.Module, cfg: RunConfig, bundle: DatasetBundle) -> TrainingState:
+    """:func:`_resume_point` with the run locked (refused while another process writes it) and
+    its orphan temporaries removed; the lock is released if this fails."""
+    run.lock()
+    try:
+        run.remove_temp_files()
+        return _resume_point(run, model, cfg, bundle)
+    except BaseException:
+        run.release()
+        raise
 
 
 def _resume_point(run: RunDir, model: nn.Module, cfg: RunConfig, bundle: DatasetBundle) -> TrainingState:
