@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from pamc.config import DataConfig, SyntheticConfig
-from pamc.data import ArrayLoader, DeviceTransform, LabelStore, build_dataset, make_scenes, observe, split_indices
+from pamc.data import ArrayLoader, DeviceTransform, LabelStore, Split, build_dataset, make_scenes, observe, split_indices
 from pamc.errors import DataError, RegistryError
 
 
@@ -148,3 +148,17 @@ def test_device_transform_reuses_its_output_buffer_only_when_asked():
 def test_unknown_dataset():
     with pytest.raises(RegistryError, match="unknown dataset 'nope'"):
         build_dataset(DataConfig(dataset="nope"))
+
+
+def test_loader_drops_the_last_partial_batch_only_when_asked():
+    images = np.zeros((10, 3, 16, 16), dtype=np.uint8)
+    split = Split(images, None, LabelStore(np.zeros((10, 2), dtype=np.int8)))
+    for drop_last, sizes in ((False, [4, 4, 2]), (True, [4, 4])):
+        loader = ArrayLoader(split, 4, shuffle=True, seed=3, drop_last=drop_last)
+        batches = list(loader)
+        assert [len(b.index) for b in batches] == sizes and len(loader) == len(sizes)
+        seen = torch.cat([b.index for b in batches])
+        assert len(set(seen.tolist())) == sum(sizes)  # no repeats, the left-out ones differ per epoch
+    kept = [set(torch.cat([b.index for b in ArrayLoader(split, 4, shuffle=True, seed=s, drop_last=True)]).tolist())
+            for s in range(4)]
+    assert len({frozenset(k) for k in kept}) > 1

@@ -229,3 +229,29 @@ def test_evaluator_copies_its_input() -> None:
     assert "group_map" not in result
     with pytest.raises(ValueError, match=r"\(B, 2\)"):
         evaluator.process(np.zeros((2, 3)), np.zeros((2, 3)))
+
+
+def test_classes_without_an_annotated_entry_are_left_out_unless_counted_as_zero() -> None:
+    # class 0: scores 0.9(+) 0.4(-) -> AP 1; class 1: 0.8(-) 0.3(+) -> AP 1/2; class 2: nobody annotated it
+    scores = np.array([[0.9, 0.8, 0.7], [0.4, 0.3, 0.2]], dtype=np.float32)
+    labels = np.array([[1, -1, 0], [-1, 1, 0]], dtype=np.int8)
+    assert mean_average_precision(scores, labels, ignore_unobserved=True) == pytest.approx(0.75)
+    assert mean_average_precision(scores, labels, ignore_unobserved=True, unannotated="zero") == pytest.approx(0.5)
+    for split in (False, True):  # dense and streamed (annotated entries only) paths agree
+        for unannotated, expected_map, scored in (("skip", 75.0, 2), ("zero", 50.0, 3)):
+            ev = MultiLabelEvaluator(3, ignore_unobserved=split, unannotated=unannotated,
+                                     class_frequency=np.array([5, 1, 3]), num_groups=3)
+            ev.process(scores, labels if split else np.where(labels == 0, -1, labels))
+            result = ev.evaluate()
+            if split:
+                assert result["map"] == pytest.approx(expected_map)
+                assert (result["num_classes_scored"], result["num_classes_left_out"]) == (scored, 3 - scored)
+                # groups by frequency: [class 1], [class 2], [class 0]
+                assert result["group_map"][0] == pytest.approx(50.0) and result["group_map"][2] == pytest.approx(100.0)
+                assert result["group_map"][1] == (None if unannotated == "skip" else 0.0)
+                assert result["ap"][2] == (None if unannotated == "skip" else 0.0)
+            else:  # complete labels: every class is annotated (class 2 with negatives only: AP 0)
+                assert result["map"] == pytest.approx(50.0)
+                assert (result["num_classes_scored"], result["num_classes_left_out"]) == (3, 0)
+    with pytest.raises(ValueError, match="unannotated"):
+        MultiLabelEvaluator(3, unannotated="drop")

@@ -133,3 +133,50 @@ def test_train_one_epoch_with_bf16_and_channels_last():
 def test_compile_switch_off_returns_the_module_itself():
     model = small_model()
     assert maybe_compile(model, False) is model
+
+
+def test_logits_reaching_the_loss_and_the_evaluator_are_float32_under_bf16_autocast(monkeypatch):
+    """The CAM head, BoostLU and pooling run in fp32 (autocast off) although the backbone is bf16."""
+    from pamc.engine import trainer
+    from pamc.evaluation import MultiLabelEvaluator
+    from pamc.losses import LargeLossReject
+
+    seen: dict[str, list[torch.dtype]] = {"model": [], "features": [], "loss": [], "candidates": [], "evaluator": []}
+
+    class SpyLoss(LargeLossReject):
+        def _select(self, candidates):
+            seen["candidates"].append(candidates.dtype)  # what LL's top-k ranks
+            return super()._select(candidates)
+
+        def forward(self, logits, observed, index):
+            seen["loss"].append(logits.dtype)
+            return super().forward(logits, observed, index)
+
+    class SpyEvaluator(MultiLabelEvaluator):
+        def process(self, scores, labels):
+            seen["evaluator"].append(scores.dtype)
+            super().process(scores, labels)
+
+    monkeypatch.setattr(trainer, "MultiLabelEvaluator", SpyEvaluator)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (16, 3, 32, 32), dtype=np.uint8)
+    observed = np.where(rng.random((16, 6)) < 0.2, 1, 0).astype(np.int8)
+    split = Split(images, np.where(observed == 1, 1, -1).astype(np.int8), LabelStore(observed))
+    model = small_model(11)
+    model.register_forward_hook(lambda m, i, out: seen["model"].append(out.dtype))
+    model.backbone.register_forward_hook(lambda m, i, out: seen["features"].append(out.dtype))
+    precision = Precision(CPU, torch.bfloat16)
+    loss = SpyLoss(delta_rel=10.0)
+    loss.on_epoch_start(2)  # so that the top-k runs
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loop = Trainer(model, loss, optimizer, ArrayLoader(split, 8), DeviceTransform(CPU), precision=precision)
+    loop.epoch = 2
+    train_one_epoch(loop)
+    trainer.evaluate(model, ArrayLoader(split, 8), DeviceTransform(CPU), precision=precision)
+    assert set(seen["features"]) == {torch.bfloat16}  # autocast really ran the backbone in bf16
+    assert set(seen["model"]) == set(seen["loss"]) == set(seen["candidates"]) == {torch.float32}
+    assert set(seen["evaluator"]) == {torch.float32}
+    assert len(seen["loss"]) == 2 and len(seen["model"]) == 4 and len(seen["evaluator"]) == 2
+    with precision.autocast():  # the CAMs an explanation reads, too
+        cam = model.forward_cam(torch.randn(2, 3, 32, 32))
+    assert cam.raw.dtype == cam.boosted.dtype == torch.float32

@@ -93,7 +93,11 @@ def test_evaluator_streams_only_annotated_entries_and_keeps_the_group_map(seed: 
     filled = np.where(labels == 0, np.float32(0.5), scores)
     dense = average_precision(filled, labels, ignore_unobserved=True)
     assert result["num_samples"] == len(scores)
-    np.testing.assert_allclose(result["ap"], dense * 100, rtol=0, atol=1e-9)
+    # class 1 has no annotated entry: left out of the mAP (as the authors' OpenImages evaluation)
+    assert result["ap"][1] is None
+    assert (result["num_classes_scored"], result["num_classes_left_out"]) == (num_classes - 1, 1)
+    np.testing.assert_allclose(np.delete(result["ap"], 1).astype(float), np.delete(dense, 1) * 100, rtol=0, atol=1e-9)
+    assert result["map"] == pytest.approx(np.delete(dense, 1).mean() * 100, abs=1e-9)
     groups = group_mean_average_precision(filled, labels, frequency, 5)
     np.testing.assert_allclose(result["group_map"], [100 * g for g in groups], rtol=0, atol=1e-9)
 
@@ -107,8 +111,10 @@ def test_evaluator_shards_merge_after_pickling_and_reset() -> None:
     for shard in shards:
         merged.extend(pickle.loads(pickle.dumps(shard)))  # what the distributed gather does
     assert merged.num_samples == len(scores)
-    np.testing.assert_allclose(merged.evaluate()["ap"], average_precision(scores, labels, ignore_unobserved=True) * 100,
-                               atol=1e-9)
+    ap = merged.evaluate()["ap"]
+    assert ap[1] is None  # not annotated at all
+    np.testing.assert_allclose(np.delete(ap, 1).astype(float),
+                               np.delete(average_precision(scores, labels, ignore_unobserved=True), 1) * 100, atol=1e-9)
     with pytest.raises(ValueError, match="cannot merge"):
         merged.extend(MultiLabelEvaluator(labels.shape[1]))
     merged.reset()

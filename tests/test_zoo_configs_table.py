@@ -42,12 +42,39 @@ def test_paper_config_parses_and_builds_its_loss(path: Path) -> None:
     cfg = load_config(path)
     assert cfg.method.name in LOSSES
     assert "paper_map" in cfg.meta and "paper" in cfg.meta
+    assert cfg.data.protocol == "authors"  # every paper config follows the authors' data protocol
+    assert cfg.meta["deviations"] and cfg.meta["settings_source"]  # what still differs, and why
     create_loss(cfg.method.name, **dict(cfg.method.params))  # every parameter is accepted
     if cfg.data.dataset != "openimages-v3":
-        # per-dataset hyperparameters are the ones of the typed defaults table
-        assert dict(cfg.method.params) == dataset_params(cfg.method.name, cfg.data.dataset)
-    boosted = path.stem.endswith("-boostlu")
-    assert (cfg.model.train_alpha, cfg.model.resolved_eval_alpha) == ((5.0, 5.0) if boosted else (1.0, 1.0))
+        # the typed defaults table's per-dataset values, written out explicitly
+        assert dataset_params(cfg.method.name, cfg.data.dataset).items() <= dict(cfg.method.params).items()
+    alphas = (cfg.model.train_alpha, cfg.model.resolved_eval_alpha)
+    if path.stem == "an-boostlu":  # the paper's AN + BoostLU: BoostLU at inference only (Table 2)
+        assert alphas == (1.0, 5.0) and cfg.meta["evaluates"].endswith("/an")
+    else:
+        assert alphas == ((5.0, 5.0) if path.stem.endswith("-boostlu") else (1.0, 1.0))
+
+
+def test_paper_configs_follow_each_methods_authors() -> None:
+    def train(dataset: str, row: str):
+        return load_config(CONFIGS / "paper" / dataset / f"{row}.yaml").train
+
+    for dataset in ("voc2012", "coco2014", "nuswide", "cub"):
+        for row in ("full", "an", "ll-r", "ll-ct-boostlu", "ll-cp"):  # BoostLU / LL code
+            t = train(dataset, row)
+            assert (t.batch_size, t.lr, t.head_lr_mult, t.epochs, t.drop_last, t.select_on) == (
+                16, 1e-5, 10.0, 10, False, "full")
+        for row in ("an-ls", "role"):  # Cole et al.: whole classifier at one lr, drop the last batch
+            t = train(dataset, row)
+            assert (t.head_lr_mult, t.drop_last) == (1.0, True)
+        assert train(dataset, "role").loss_lr_mult == 10.0
+        em = train(dataset, "em-apl")  # Zhou et al.
+        assert em.batch_size == (16 if dataset in ("coco2014", "nuswide") else 8)
+        assert (em.lr, em.head_lr_mult) == ((1e-4 if dataset == "cub" else 1e-5), 1.0)
+        assert train(dataset, "gr-loss").epochs == 8
+    delta = {row: load_config(CONFIGS / "paper" / "voc2012" / f"{row}.yaml").method.params["delta_rel"]
+             for row in ("ll-r", "ll-ct", "ll-cp")}
+    assert delta == {"ll-r": 0.5, "ll-ct": 0.2, "ll-cp": 0.1}
 
 
 def test_committed_configs_match_the_generator() -> None:
@@ -62,50 +89,79 @@ def test_committed_configs_match_the_generator() -> None:
 def test_paper_number_fields_are_consistent(path: Path) -> None:
     meta = load_config(path).meta
     status, value, source = meta["paper_map_status"], meta["paper_map"], meta["paper_map_source"]
-    assert status in {"verified", "from-method-paper", "unverified", "not in the paper"}
-    if status in {"verified", "from-method-paper"}:
+    assert status in {"verified", "not in the paper"}
+    if status == "verified":
         assert isinstance(value, float) and 0.0 <= value <= 100.0
-        assert isinstance(source, str) and source.strip()  # every recorded number names its source
+        assert isinstance(source, str) and "paper-numbers.md" in source  # every recorded number names its source
     else:
-        assert value is None and source is None
+        assert value is None and source is None and meta["tables"] == []
     if path.parent.name == "openimages-v3":
         groups = meta["paper_group_map"]
-        assert groups is None or (value is not None and len(groups) == 5)
+        assert (groups is None) == (value is None) and (groups is None or len(groups) == 5)
     else:
         assert "paper_group_map" not in meta
+    assert ("paper_ablation_map" in meta) == (path.parent.name in ("voc2012", "coco2014"))
 
 
-def test_paper_numbers_come_from_the_one_table_and_are_checked() -> None:
+# every cell of ../shared/paper-numbers.md, as (table, dataset, row) -> value, checked one by one
+PAPER_CELLS = {
+    ("Table 1", "voc2012", "full"): 89.42, ("Table 1", "cub", "full"): 30.90,
+    ("Table 1", "coco2014", "an"): 64.92, ("Table 1", "nuswide", "role"): 41.63,
+    ("Table 1", "cub", "em-apl"): 21.84, ("Table 1", "voc2012", "ll-r-boostlu"): 89.29,
+    ("Table 1", "nuswide", "ll-cp-boostlu"): 48.61, ("Table 1", "coco2014", "asl"): 68.78,
+    ("Table 2", "voc2012", "an"): 86.10, ("Table 2", "coco2014", "an"): 64.58,
+    ("Table 2", "voc2012", "an-boostlu"): 87.31, ("Table 2", "coco2014", "an-boostlu"): 66.27,
+    ("Table 2", "voc2012", "ll-r-boostlu"): 89.27, ("Table 2", "coco2014", "ll-r-boostlu"): 72.82,
+    ("Table 3", "openimages-v3", "ll-r"): 82.53, ("Table 3", "openimages-v3", "ll-cp-boostlu"): 84.04,
+    ("Table 3", "openimages-v3", "P-ASL [2]"): 83.03,
+}
+
+
+def test_paper_numbers_hold_every_cell_and_are_checked() -> None:
     module = _make_configs_module()
-    module.check_paper_numbers(module.PAPER_NUMBERS)
-    for (dataset, method, boost), num in module.PAPER_NUMBERS.items():
-        meta = load_config(CONFIGS / "paper" / dataset / f"{module.row_name(method, boost)}.yaml").meta
-        assert (meta["paper_map"], meta["paper_map_source"], meta["paper_map_status"]) == (
-            num.value, num.source, num.status)
+    numbers = module.PAPER_NUMBERS
+    module.check_paper_numbers(numbers)
+    # 14 rows x 4 datasets, 3 rows x 2 datasets, 10 rows of Table 3 (each with 5 groups)
+    assert len(numbers) == 14 * 4 + 3 * 2 + 10
+    for key, value in PAPER_CELLS.items():
+        assert numbers[key].value == value, key
+    assert numbers[("Table 3", "openimages-v3", "ll-ct-boostlu")].group_map == (79.43, 80.75, 83.41, 85.70, 90.41)
+    assert numbers[("Table 3", "openimages-v3", "CNN-RNN [39]")].status == "not-implemented"
+    assert all(n.status == "verified" for k, n in numbers.items() if k[2] not in module.OPENIMAGES_OTHER_ROWS)
+    for (table, dataset, row), num in numbers.items():
+        if num.status == "not-implemented":
+            continue
+        meta = load_config(CONFIGS / "paper" / dataset / f"{row}.yaml").meta
+        assert table in meta["tables"]
+        if table == "Table 2":
+            assert meta["paper_ablation_map"] == num.value
+        if table != "Table 2" or meta["tables"] == ["Table 2"]:
+            assert (meta["paper_map"], meta["paper_map_source"], meta["paper_map_status"]) == (
+                num.value, num.source, num.status)
+        if table == "Table 3":
+            assert meta["paper_group_map"] == list(num.group_map)
     number = module.PaperNumber
-    good = {("openimages-v3", "ll-r", True): number(80.0, "repo x, README.md", "verified", (1, 2, 3, 4, 5)),
-            ("coco2014", "ll-r", False): number(70.0, "arXiv:2206.03740, Table 2", "from-method-paper")}
-    module.check_paper_numbers(good)
-    meta = dict(module.paper_meta("coco2014", "ll-r", False))
-    assert meta["paper_map"] is None and meta["paper_map_status"] == "unverified"
     bad = [
-        ({("coco2014", "ll-r", False): number(70.0, " ", "verified")}, "needs its source"),
-        ({("coco2014", "ll-r", False): number(70.0, "s", "remembered")}, "status"),
-        ({("coco2014", "asl", False): number(70.0, "s", "verified")}, "not a row"),
-        ({("coco2014", "ll-r", False): number(0.7, "s", "verified", (1, 2, 3, 4, 5))}, "openimages-v3 only"),
-        ({("openimages-v3", "an", False): number(70.0, "s", "verified", (1, 2))}, "5 group mAPs"),
-        ({("voc2012", "an", False): number(170.0, "s", "verified")}, "percentages"),
+        ({("Table 1", "coco2014", "ll-r"): number(70.0, " ", "verified")}, "needs its source"),
+        ({("Table 1", "coco2014", "ll-r"): number(70.0, "s", "remembered")}, "status"),
+        ({("Table 1", "coco2014", "wan"): number(70.0, "s", "verified")}, "not a cell"),
+        ({("Table 2", "cub", "an"): number(70.0, "s", "verified")}, "not a cell"),
+        ({("Table 1", "coco2014", "ll-r"): number(0.7, "s", "verified", (1, 2, 3, 4, 5))}, "openimages-v3 only"),
+        ({("Table 3", "openimages-v3", "an"): number(70.0, "s", "verified", (1, 2))}, "5 group mAPs"),
+        ({("Table 1", "voc2012", "an"): number(170.0, "s", "verified")}, "percentages"),
+        ({("Table 1", "voc2012", "an"): number(70.0, "s", "not-implemented")}, "implements"),
     ]
-    for numbers, message in bad:
+    for entries, message in bad:
         with pytest.raises(ValueError, match=message):
-            module.check_paper_numbers(numbers)
+            module.check_paper_numbers(entries)
 
 
 def test_generator_writes_a_recorded_number_into_its_row(monkeypatch) -> None:
     module = _make_configs_module()
     monkeypatch.setattr(module, "PAPER_NUMBERS", {
-        ("openimages-v3", "ll-ct", True): module.PaperNumber(80.5, "source A", "verified", (70, 75, 80, 85, 90)),
-        ("cub", "ll-r", False): module.PaperNumber(19.5, "source B", "from-method-paper")})
+        ("Table 3", "openimages-v3", "ll-ct-boostlu"): module.PaperNumber(80.5, "source A", "verified",
+                                                                           (70, 75, 80, 85, 90)),
+        ("Table 1", "cub", "ll-r"): module.PaperNumber(19.5, "source B", "from-method-paper")})
     configs = module.all_configs()
     oi = configs["paper/openimages-v3/ll-ct-boostlu.yaml"]["meta"]
     assert (oi["paper_map"], oi["paper_map_status"], oi["paper_map_source"], oi["paper_group_map"]) == (
@@ -113,24 +169,28 @@ def test_generator_writes_a_recorded_number_into_its_row(monkeypatch) -> None:
     cub = configs["paper/cub/ll-r.yaml"]["meta"]
     assert (cub["paper_map"], cub["paper_map_status"], cub["paper_map_source"]) == (
         19.5, "from-method-paper", "source B")
-    assert configs["paper/cub/ll-r-boostlu.yaml"]["meta"]["paper_map_status"] == "unverified"
+    assert configs["paper/cub/ll-r-boostlu.yaml"]["meta"]["paper_map_status"] == "not in the paper"
     assert configs["paper/cub/asl.yaml"]["meta"]["paper_map_status"] == "not in the paper"
 
 
 def _fake_run(root: Path, name: str, method: str, seed: int, test_map: float, alpha: float = 1.0,
               paper: float | None = None, dataset: str = "synthetic", group_map: list[float] | None = None,
-              paper_groups: list[float] | None = None) -> Path:
+              paper_groups: list[float] | None = None, eval_alpha: float | None = None,
+              ablation: float | None = None) -> Path:
     meta = {"paper_map": paper}
     if paper_groups is not None:
         meta["paper_group_map"] = paper_groups
+    if ablation is not None:
+        meta["paper_ablation_map"] = ablation
     cfg = load_config(None, {"method.name": method, "train.seed": seed, "model.train_alpha": alpha,
-                             "data.dataset": dataset, "meta": meta})
+                             "model.eval_alpha": eval_alpha, "data.dataset": dataset, "meta": meta})
     run = root / name
     run.mkdir(parents=True)
     (run / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
     from pamc.engine import RunDir, RunResults
 
-    RunDir(run).write_results(RunResults(dataset, method, alpha, alpha, 1, test_map, test_map, test_group_map=group_map))
+    RunDir(run).write_results(RunResults(dataset, method, alpha, cfg.model.resolved_eval_alpha, 1, test_map, test_map,
+                                         test_group_map=group_map))
     return run
 
 
@@ -143,12 +203,13 @@ def test_table_groups_seeds_and_shows_the_paper_number(tmp_path: Path) -> None:
     md = format_markdown(groups)
     std = statistics.stdev([60.0, 62.0])
     assert "| method | coco2014 | voc2012 |" in md
-    assert f"| an | 30.00 ± 0.00 (—) | 61.00 ± {std:.2f} (85.1) |" in md
+    assert f"| an | 30.00 ± 0.00 (—) | 61.00 ± {std:.2f} (paper 85.10, Δ -24.10) |" in md
     assert "| ll-r + BoostLU (a=5) | — | 70.00 ± 0.00 (—) |" in md
+    assert "BoostLU ablation" not in md  # no run carries a Table 2 number
     rows = format_csv(groups).splitlines()
     assert rows[0].startswith("dataset,method,train_alpha,eval_alpha,runs")
     voc_an = next(r for r in rows if r.startswith("voc2012,an,"))
-    assert voc_an.split(",")[4:] == ["2", "0 1", "61.0000", f"{std:.4f}", "85.1", "", ""]
+    assert voc_an.split(",")[4:] == ["2", "0 1", "61.0000", f"{std:.4f}", "85.1", "", "", ""]
     assert "G1" not in md  # no run reports frequency groups
 
 
@@ -165,13 +226,35 @@ def test_table_shows_frequency_groups_beside_the_paper(tmp_path: Path) -> None:
     assert "| openimages-v3 | all | G1 | G2 | G3 | G4 | G5 |" in md
     assert "| an | 70.00 ± 0.00 (—) | 50.00 ± 0.00 (—) | 60.00 ± 0.00 (—) |" in md
     s = statistics.stdev([60.0, 62.0])
-    assert f"| ll-r | 75.00 ± {s:.2f} (78.5) | 61.00 ± {s:.2f} (60.0) | 71.00 ± {s:.2f} (70.0) |" in md
+    assert (f"| ll-r | 75.00 ± {s:.2f} (paper 78.50, Δ -3.50) | 61.00 ± {s:.2f} (paper 60.00, Δ +1.00) "
+            f"| 71.00 ± {s:.2f} (paper 70.00, Δ +1.00) |") in md
     assert "| voc2012 | all |" not in md  # voc runs report no groups
     rows = format_csv(groups).splitlines()
     llr = next(r for r in rows if r.startswith("openimages-v3,ll-r,")).split(",")
-    assert llr[-2:] == ["61.0000 71.0000 76.0000 81.0000 86.0000", "60 70 75 80 85"]
+    assert llr[-3:] == ["61.0000 71.0000 76.0000 81.0000 86.0000", "60 70 75 80 85", ""]
     voc = next(r for r in rows if r.startswith("voc2012,an,")).split(",")
-    assert voc[-2:] == ["", ""]
+    assert voc[-3:] == ["", "", ""]
+
+
+def test_table_shows_the_boostlu_ablation_beside_the_paper(tmp_path: Path) -> None:
+    for dataset, (plain, inference, llr) in (("voc2012", (86.10, 87.31, 89.27)), ("coco2014", (64.58, 66.27, 72.82))):
+        _fake_run(tmp_path, f"{dataset}-an", "an", 0, 80.0, dataset=dataset, paper=85.89, ablation=plain)
+        _fake_run(tmp_path, f"{dataset}-an-inf", "an", 0, 81.0, dataset=dataset, eval_alpha=5.0, paper=inference,
+                  ablation=inference)
+        _fake_run(tmp_path, f"{dataset}-llr", "ll-r", 0, 84.0, alpha=5.0, dataset=dataset, paper=89.29, ablation=llr)
+        _fake_run(tmp_path, f"{dataset}-llct", "ll-ct", 0, 83.0, dataset=dataset, paper=87.79)  # Table 1 only
+    md = format_markdown(build_table([tmp_path]))
+    table2 = md[md.index("| BoostLU ablation |"):]
+    lines = table2.splitlines()
+    assert lines[0] == "| BoostLU ablation | coco2014 | voc2012 |"
+    assert lines[2] == "| an | 80.00 ± 0.00 (paper 64.58, Δ +15.42) | 80.00 ± 0.00 (paper 86.10, Δ -6.10) |"
+    assert lines[3] == ("| an + BoostLU (inference, a=5) | 81.00 ± 0.00 (paper 66.27, Δ +14.73) "
+                        "| 81.00 ± 0.00 (paper 87.31, Δ -6.31) |")
+    assert lines[4] == "| ll-r + BoostLU (a=5) | 84.00 ± 0.00 (paper 72.82, Δ +11.18) | 84.00 ± 0.00 (paper 89.27, Δ -5.27) |"
+    assert "ll-ct" not in table2
+    # the main table shows Table 1's numbers for the same runs
+    cell = "84.00 ± 0.00 (paper 89.29, Δ -5.29)"
+    assert f"| ll-r + BoostLU (a=5) | {cell} | {cell} |" in md[:md.index("| BoostLU ablation |")]
 
 
 def test_table_rejects_disagreeing_or_malformed_group_numbers(tmp_path: Path, capsys) -> None:

@@ -142,8 +142,10 @@ def test_role_li_declares_its_linear_phase() -> None:
     assert create_loss("role", expected_num_pos=1.0).linear_init_epochs == 0
     assert create_loss("role-li", expected_num_pos=1.0).linear_init_epochs == 25
     assert create_loss("role-li", expected_num_pos=1.0, linear_init_epochs=3).linear_init_epochs == 3
+    # 0: the second phase of a two-phase run (train.linear_init) has no frozen epochs
+    assert create_loss("role-li", expected_num_pos=1.0, linear_init_epochs=0).linear_init_epochs == 0
     with pytest.raises(ConfigError):
-        create_loss("role-li", expected_num_pos=1.0, linear_init_epochs=0)
+        create_loss("role-li", expected_num_pos=1.0, linear_init_epochs=-1)
 
 
 def test_asl_value_margin_and_detached_focusing() -> None:

@@ -81,23 +81,28 @@ def plan(arms: Sequence[Arm], seeds: Sequence[int], base: RunConfig, runs_dir: P
 
 
 def run_arm(spec: ArmRun, source: Path | None = None, *, dataset: DatasetBundle | None = None,
-            callbacks: Sequence[Any] = ()) -> RunResults:
+            callbacks: Sequence[Any] = (), resume: bool = False) -> RunResults:
     """Train ``spec`` (or, for a reusing arm, test ``source``'s best model at the spec's eval
-    alpha) on ``dataset`` (default: built from the spec's config) and return its results."""
+    alpha) on ``dataset`` (default: built from the spec's config) and return its results.
+    ``resume``: continue the interrupted run in the spec's run directory."""
     bundle = dataset if dataset is not None else build_dataset(spec.config.data)
     if spec.reuse is None:
-        fit(spec.config, dataset=bundle, callbacks=callbacks)
+        fit(spec.config, dataset=bundle, callbacks=callbacks, resume=resume)
         return RunDir(spec.config.output_dir).read_results()
     if source is None:
         raise ValueError(f"arm {spec.arm!r} re-evaluates {spec.reuse!r}: give that arm's run directory")
     trained, from_run = load_trained(source), RunDir(source).read_results()
     alpha = spec.config.model.resolved_eval_alpha
     with intra_op_threads(resolve_threads(spec.config.train.threads, deterministic=spec.config.train.deterministic)):
-        (row,) = evaluate_at_alphas(trained, bundle.test, [alpha], ignore_unobserved=bundle.partial_test_labels)
+        (row,) = evaluate_at_alphas(trained, bundle.test, [alpha], ignore_unobserved=bundle.partial_test_labels,
+                                    class_frequency=bundle.class_frequency,
+                                    unannotated=spec.config.eval.unannotated_classes)
     results = RunResults(
         dataset=bundle.name, method=spec.config.method.name, train_alpha=spec.config.model.train_alpha,
         eval_alpha=alpha, best_epoch=from_run.best_epoch, best_val_map=from_run.best_val_map,
-        test_map=row["map"], test_ap=row["ap"], evaluated_from=str(source), select=from_run.select,
+        test_map=row["map"], test_ap=row["ap"], test_group_map=row.get("group_map"), evaluated_from=str(source),
+        select=from_run.select, num_classes_scored=row["num_classes_scored"],
+        num_classes_left_out=row["num_classes_left_out"],
     )
     if spec.run_dir is not None:
         run = RunDir.create(spec.run_dir)

@@ -50,11 +50,22 @@ class SyntheticConfig:
         _check(self.noise >= 0, "data.synthetic.noise must be >= 0")
 
 
+DataProtocol = Literal["authors", "pamc"]
+PROTOCOLS: tuple[str, ...] = typing.get_args(DataProtocol)
+
+
 @dataclass(frozen=True)
 class DataConfig:
-    """Which dataset, and how observed labels are drawn from it."""
+    """Which dataset, and how observed labels are drawn from it.
+
+    ``protocol`` decides the observed-label draw, the train/val split and the LL clean-rate
+    arithmetic: ``pamc`` (pamc's own, vectorised draws) or ``authors`` (the BoostLU / Cole et
+    al. preprocessing, reproduced exactly; docs/datasets.md). ``voc_difficult`` None means:
+    what the protocol does (``authors``: absent, ``pamc``: positive).
+    """
 
     dataset: str = "synthetic"
+    protocol: DataProtocol = "pamc"
     root: str | None = None
     # None: resolved when training starts and recorded in the run's config (pamc.data.catalog)
     image_size: int | None = None
@@ -74,7 +85,7 @@ class DataConfig:
     test_labels: Literal["complete", "partial"] = "complete"
     name: str | None = None  # the data set's name in `pamc table` (default: dataset and data root)
     strict: bool = False  # missing or corrupt images are errors instead of counted warnings
-    voc_difficult: Literal["positive", "negative", "ignore"] = "positive"
+    voc_difficult: Literal["positive", "negative", "ignore"] | None = None
     label_store: Literal["auto", "dense", "sparse"] = "auto"
     allow_outside_root: bool = False  # image paths listed by dataset files may leave the data root
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS  # larger images (by their header) are skipped
@@ -86,7 +97,9 @@ class DataConfig:
         _check(self.image_size is None or self.image_size >= 16, "data.image_size must be >= 16")
         _check(self.std is None or all(_finite(v) and v > 0 for v in self.std), "data.std must be > 0")
         _check(self.mean is None or all(_finite(v) for v in self.mean), "data.mean must be finite")
-        _check(self.voc_difficult in ("positive", "negative", "ignore"),
+        _check(self.protocol in PROTOCOLS,
+               f"data.protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
+        _check(self.voc_difficult in ("positive", "negative", "ignore", None),
                f"data.voc_difficult must be positive, negative or ignore, got {self.voc_difficult!r}")
         _check(self.label_store in ("auto", "dense", "sparse"),
                f"data.label_store must be auto, dense or sparse, got {self.label_store!r}")
@@ -98,6 +111,13 @@ class DataConfig:
                f"({self.max_image_pixels})")
         _check(self.synthetic.image_size ** 2 * (self.synthetic.num_train + self.synthetic.num_test) * 3
                <= MAX_SYNTHETIC_BYTES, f"data.synthetic needs more than {MAX_SYNTHETIC_BYTES >> 30} GiB of images")
+
+    @property
+    def resolved_voc_difficult(self) -> str:
+        """``voc_difficult``, or the protocol's choice when it is None."""
+        if self.voc_difficult is not None:
+            return self.voc_difficult
+        return "negative" if self.protocol == "authors" else "positive"
 
 
 @dataclass(frozen=True)
@@ -129,6 +149,24 @@ class MethodConfig:
 
 
 @dataclass(frozen=True)
+class LinearInitConfig:
+    """A first phase on a frozen backbone (Cole et al.'s LinearInit), see ``TrainConfig.linear_init``.
+
+    It trains the CAM head (and a loss's own parameters) for ``epochs`` at ``lr`` with
+    ``batch_size``, selecting its best epoch on validation like any run.
+    """
+
+    epochs: int = 25
+    lr: float = 1e-3
+    batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        _check(self.epochs >= 1, f"train.linear_init.epochs must be >= 1, got {self.epochs}")
+        _check(_finite(self.lr) and self.lr > 0, f"train.linear_init.lr must be > 0, got {self.lr}")
+        _check(self.batch_size >= 1, f"train.linear_init.batch_size must be >= 1, got {self.batch_size}")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Optimisation protocol (paper: Adam, head at 10x the backbone learning rate)."""
 
@@ -152,6 +190,12 @@ class TrainConfig:
     channels_last: bool = True
     compile: bool = False
     frozen_features: bool = False  # cache backbone feature maps once, train only the CAM head
+    drop_last: bool = False  # leave out the last, partial training batch of each epoch (Cole et al.)
+    loss_lr_mult: float | None = None  # lr multiplier of a loss's own parameters (ROLE); None: head_lr_mult
+    # two phases: first train.linear_init on a frozen backbone, then this run from its best
+    # epoch's weights with a fresh optimizer (pamc.engine.phases)
+    linear_init: LinearInitConfig | None = None
+    init_from: str | None = None  # a checkpoint whose weights (and loss state) start the run
     threads: int | Literal["auto"] = "auto"  # intra-op threads (pamc.engine.threads; README: thread table)
 
     def __post_init__(self) -> None:
@@ -162,9 +206,27 @@ class TrainConfig:
         _check(_finite(self.weight_decay) and self.weight_decay >= 0, "train.weight_decay must be >= 0")
         _check(self.select in ("auto", "best_val", "last"),
                f"train.select must be auto, best_val or last, got {self.select!r}")
+        _check(self.loss_lr_mult is None or (_finite(self.loss_lr_mult) and self.loss_lr_mult > 0),
+               f"train.loss_lr_mult must be > 0 or null, got {self.loss_lr_mult}")
         _check(self.checkpoint_every_steps >= 0,
                f"train.checkpoint_every_steps must be >= 0, got {self.checkpoint_every_steps}")
         _check(self.threads == "auto" or self.threads >= 1, f"train.threads must be 'auto' or >= 1, got {self.threads!r}")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How mAP is computed on validation and test sets.
+
+    ``unannotated_classes``: a class without any annotated entry in the evaluated set (real
+    partial test labels: OpenImages) is left out of the mAP (``skip``, as the authors'
+    OpenImages evaluation) or counted as AP 0 (``zero``).
+    """
+
+    unannotated_classes: Literal["skip", "zero"] = "skip"
+
+    def __post_init__(self) -> None:
+        _check(self.unannotated_classes in ("skip", "zero"),
+               f"eval.unannotated_classes must be skip or zero, got {self.unannotated_classes!r}")
 
 
 @dataclass(frozen=True)
@@ -175,6 +237,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     output_dir: str = "runs/run"
     # free-form metadata (e.g. the paper's reported number for this config); training ignores it
     meta: Mapping[str, Any] = field(default_factory=dict)

@@ -6,7 +6,10 @@ cell is the mean ± std of test mAP over its runs (seeds). A data set is ``data.
 run's config gives one, else the dataset with its data root and test CSV: runs of one dataset
 name on different roots (two CSV data sets) get one column each, headed by the dataset and the
 shortest tail of the root that tells them apart. When a run's config carries
-``meta.paper_map`` (the number the paper reports for that row), it is shown beside ours.
+``meta.paper_map`` (the number the paper reports for that row), it is shown beside ours with
+the difference (ours − paper). Runs whose config carries ``meta.paper_ablation_map`` (the
+paper's Table 2: where BoostLU is applied) also get that table. The configs in
+``configs/paper/`` carry these (``configs/make_configs.py``).
 Runs that report the mAP of classes grouped by training frequency (``test_group_map``,
 OpenImages G1..G5) get a second table of those groups, beside ``meta.paper_group_map``.
 """
@@ -24,6 +27,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from pamc.config import DataConfig
+from pamc.engine.phases import LINEAR_INIT_DIR
 from pamc.engine.rundir import RESULTS_FILE, RunDir
 from pamc.errors import PamcError
 
@@ -43,6 +47,7 @@ class RunRecord:
     group_map: tuple[float, ...] | None = None
     paper_group_map: tuple[float, ...] | None = None
     source: str = ""  # what the data set is: data.name, or the data root and test CSV
+    paper_ablation_map: float | None = None
 
 
 @dataclass
@@ -58,6 +63,7 @@ class Group:
     paper_map: float | None = None
     group_maps: list[tuple[float, ...]] = field(default_factory=list)
     paper_group_map: tuple[float, ...] | None = None
+    paper_ablation_map: float | None = None
 
     @property
     def mean(self) -> float:
@@ -116,8 +122,8 @@ def find_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
             raise PamcError(f"no such run directory: {p}")
         if (p / RESULTS_FILE).is_file():
             found.append(p)
-        else:
-            found.extend(sorted(r.parent for r in p.rglob(RESULTS_FILE)))
+        else:  # the first phase of a two-phase run is part of that run, not a row
+            found.extend(sorted(r.parent for r in p.rglob(RESULTS_FILE) if r.parent.name != LINEAR_INIT_DIR))
     if not found:
         raise PamcError("no finished runs (test_results.json) under the given paths")
     return sorted(set(found))
@@ -131,13 +137,12 @@ def read_run(path: Path) -> RunRecord:
     cfg = run.read_config()
     results = run.read_results()
     group_map = _numbers(results.test_group_map, f"{run.results_path}: test_group_map")
-    paper = cfg.meta.get("paper_map")
-    if paper is not None and (isinstance(paper, bool) or not isinstance(paper, (int, float))):
-        raise PamcError(f"{run.config_path}: meta.paper_map must be a number or null, got {paper!r}")
+    paper, ablation = (_number(cfg.meta.get(key), f"{run.config_path}: meta.{key}")
+                       for key in ("paper_map", "paper_ablation_map"))
     paper_groups = _numbers(cfg.meta.get("paper_group_map"), f"{run.config_path}: meta.paper_group_map")
     return RunRecord(path, cfg.data.name or cfg.data.dataset, cfg.method.name, cfg.model.train_alpha,
-                     cfg.model.resolved_eval_alpha, cfg.train.seed, results.test_map,
-                     None if paper is None else float(paper), group_map, paper_groups, _source(cfg.data))
+                     cfg.model.resolved_eval_alpha, cfg.train.seed, results.test_map, paper, group_map, paper_groups,
+                     source=_source(cfg.data), paper_ablation_map=ablation)
 
 
 def _source(data: DataConfig) -> str:
@@ -169,6 +174,12 @@ def name_data_sets(records: Sequence[RunRecord]) -> list[RunRecord]:
     return [dataclasses.replace(r, dataset=labels[(r.dataset, r.source)]) for r in records]
 
 
+def _number(value: Any, what: str) -> float | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise PamcError(f"{what} must be a number or null, got {value!r}")
+    return None if value is None else float(value)
+
+
 def group_runs(records: Sequence[RunRecord]) -> list[Group]:
     """Group records by dataset, method and alphas; sorted by those (plain method first)."""
     groups: dict[tuple[str, str, float, float], Group] = {}
@@ -179,11 +190,13 @@ def group_runs(records: Sequence[RunRecord]) -> list[Group]:
         g.seeds.append(r.seed)
         if r.group_map is not None:
             g.group_maps.append(r.group_map)
-        if r.paper_map is not None:
-            if g.paper_map is not None and not math.isclose(g.paper_map, r.paper_map):
-                raise PamcError(f"runs of {g.row_label} on {g.dataset} disagree on meta.paper_map "
-                                f"({g.paper_map} vs {r.paper_map})")
-            g.paper_map = r.paper_map
+        for key in ("paper_map", "paper_ablation_map"):
+            mine, theirs = getattr(g, key), getattr(r, key)
+            if theirs is not None:
+                if mine is not None and not math.isclose(mine, theirs):
+                    raise PamcError(f"runs of {g.row_label} on {g.dataset} disagree on meta.{key} "
+                                    f"({mine} vs {theirs})")
+                setattr(g, key, theirs)
         if r.paper_group_map is not None:
             if g.paper_group_map is not None and not (
                     len(g.paper_group_map) == len(r.paper_group_map)
@@ -196,10 +209,33 @@ def group_runs(records: Sequence[RunRecord]) -> list[Group]:
 
 
 def _cell(mean: float, std: float, paper: float | None, show_paper: bool) -> str:
+    """``ours ± std``, with ``(paper P, Δ ours-P)`` when the table shows paper numbers."""
     text = f"{mean:.2f} ± {std:.2f}"
     if show_paper:
-        text += f" ({paper:.1f})" if paper is not None else " (—)"
+        text += f" (paper {paper:.2f}, Δ {mean - paper:+.2f})" if paper is not None else " (—)"
     return text
+
+
+PAPER_NOTE = "; in parentheses the paper's number and the difference Δ = ours − paper"
+
+
+def format_ablation_markdown(groups: Sequence[Group]) -> str:
+    """The paper's Table 2 (where BoostLU is applied) for the cells whose config carries
+    ``meta.paper_ablation_map``: rows AN, AN + BoostLU at inference, LL-R + BoostLU; columns
+    datasets. Empty if no cell does."""
+    cells = [g for g in groups if g.paper_ablation_map is not None]
+    if not cells:
+        return ""
+    datasets = list(dict.fromkeys(g.dataset for g in cells))
+    order = sorted({(g.method != "an", g.train_alpha, g.eval_alpha, g.method, g.row_label) for g in cells})
+    by_key = {(g.row_label, g.dataset): g for g in cells}
+    lines = ["| BoostLU ablation | " + " | ".join(datasets) + " |", "|---|" + "---|" * len(datasets)]
+    for *_, label in order:
+        row = [by_key[(label, d)] if (label, d) in by_key else None for d in datasets]
+        lines.append(f"| {label} | " + " | ".join(
+            "—" if g is None else _cell(g.mean, g.std, g.paper_ablation_map, True) for g in row) + " |")
+    return "\n".join(lines) + "\n\nthe paper's Table 2: BoostLU in neither, at inference only, or in training and " \
+        "inference" + PAPER_NOTE + "\n"
 
 
 def _dataset_cell(g: Group | None, show_paper: bool) -> str:
@@ -228,7 +264,7 @@ def format_group_markdown(groups: Sequence[Group]) -> str:
             lines.append(f"| {g.row_label} | " + " | ".join(row) + " |")
         note = "test mAP of all classes and of the classes in groups of rising training frequency"
         if show_paper:
-            note += "; the paper's number in parentheses"
+            note += PAPER_NOTE
         tables.append("\n".join(lines) + "\n\n" + note + "\n")
     return "\n".join(tables)
 
@@ -249,10 +285,12 @@ def format_markdown(groups: Sequence[Group]) -> str:
                      + " |")
     note = f"test mAP, mean ± std over {'/'.join(map(str, seeds))} run(s) per cell"
     if show_paper:
-        note += "; the paper's number in parentheses"
+        note += PAPER_NOTE
     text = "\n".join(lines) + "\n\n" + note + "\n"
-    grouped = format_group_markdown(groups)
-    return text + "\n" + grouped if grouped else text
+    for extra in (format_ablation_markdown(groups), format_group_markdown(groups)):
+        if extra:
+            text += "\n" + extra
+    return text
 
 
 def format_csv(groups: Sequence[Group]) -> str:
@@ -260,13 +298,14 @@ def format_csv(groups: Sequence[Group]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["dataset", "method", "train_alpha", "eval_alpha", "runs", "seeds", "map_mean", "map_std", "paper_map",
-                "group_map_mean", "paper_group_map"])
+                "group_map_mean", "paper_group_map", "paper_ablation_map"])
     for g in groups:
         w.writerow([g.dataset, g.method, f"{g.train_alpha:g}", f"{g.eval_alpha:g}", len(g.maps),
                     " ".join(map(str, g.seeds)), f"{g.mean:.4f}", f"{g.std:.4f}",
                     "" if g.paper_map is None else f"{g.paper_map:g}",
                     " ".join(f"{m:.4f}" for m, _ in g.group_stats()),
-                    "" if g.paper_group_map is None else " ".join(f"{v:g}" for v in g.paper_group_map)])
+                    "" if g.paper_group_map is None else " ".join(f"{v:g}" for v in g.paper_group_map),
+                    "" if g.paper_ablation_map is None else f"{g.paper_ablation_map:g}"])
     return buf.getvalue()
 
 

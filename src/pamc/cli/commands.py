@@ -12,6 +12,7 @@ from pamc.cli import alpha_sweep, cam, explain_gap, import_model, predict
 from pamc.cli.common import add_parallel_args, alpha_list, alpha_rows, report_alpha_rows, threads_arg
 from pamc.cli.observe import Observe
 from pamc.cli.prepare import Prepare
+from pamc.cli.reproduce import Reproduce
 from pamc.cli.table import Table
 from pamc.cli.zoo import Zoo
 from pamc.errors import PamcError
@@ -183,5 +184,5 @@ class Demo:
         return 0
 
 
-ALL = [Train, Eval, Demo, Prepare, Observe, Table, Zoo, cam.Cam, predict.Predict, explain_gap.ExplainGap,
+ALL = [Train, Eval, Demo, Prepare, Observe, Table, Zoo, Reproduce, cam.Cam, predict.Predict, explain_gap.ExplainGap,
        alpha_sweep.AlphaSweep, import_model.ImportModel]

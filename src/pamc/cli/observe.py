@@ -33,6 +33,8 @@ class Observe:
                        help=f"seed of the draw, data.obs_seed (default {_DEFAULTS['obs_seed']})")
         p.add_argument("--voc-difficult", choices=["positive", "negative", "ignore"],
                        default=_DEFAULTS["voc_difficult"], help="as in pamc prepare; must match training")
+        p.add_argument("--protocol", choices=["authors", "pamc"], default=_DEFAULTS["protocol"],
+                       help="data.protocol: how labels are drawn (docs/datasets.md); must match training")
         p.set_defaults(run=Observe.run)
 
     @staticmethod
@@ -40,7 +42,8 @@ class Observe:
         from pamc.data.prepare import observe_dataset
 
         cfg = DataConfig(dataset=args.dataset, root=args.data_root, num_pos=args.num_pos, num_neg=args.num_neg,
-                         obs_seed=args.seed, cache_dir=args.out, voc_difficult=args.voc_difficult)
+                         obs_seed=args.seed, cache_dir=args.out, voc_difficult=args.voc_difficult,
+                         protocol=args.protocol)
         s = observe_dataset(cfg)
         state = "reused" if s["reused"] else "written"
         print(f"{s['file']} ({state})")

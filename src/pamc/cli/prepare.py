@@ -25,7 +25,10 @@ class Prepare:
         p.add_argument("--test-labels", choices=["complete", "partial"], default="complete",
                        help="csv list form: a class not listed in the test/val CSV is negative or unobserved")
         p.add_argument("--strict", action="store_true", help="fail on a missing or corrupt image instead of skipping it")
-        p.add_argument("--voc-difficult", choices=["positive", "negative", "ignore"], default="positive")
+        p.add_argument("--voc-difficult", choices=["positive", "negative", "ignore"], default=None,
+                       help="a difficult VOC flag counts as (default: positive; absent under --protocol authors)")
+        p.add_argument("--protocol", choices=["authors", "pamc"], default="pamc",
+                       help="data.protocol: how labels are drawn (docs/datasets.md); must match training")
         p.add_argument("--no-progress", action="store_true")
         p.set_defaults(run=Prepare.run)
 
@@ -40,7 +43,7 @@ class Prepare:
                          num_pos=args.num_pos, num_neg=args.num_neg, obs_seed=args.obs_seed,
                          cache_dir=args.out, test_csv=args.test_csv, strict=args.strict,
                          val_csv=args.val_csv, test_labels=args.test_labels,
-                         voc_difficult=args.voc_difficult)
+                         voc_difficult=args.voc_difficult, protocol=args.protocol)
         bar = None
 
         def progress(done: int, total: int) -> None:

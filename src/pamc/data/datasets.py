@@ -68,12 +68,23 @@ class DatasetBundle:
         return len(self.class_names)
 
 
-def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """A seeded random train/validation split of ``range(n)`` (sorted index arrays)."""
-    perm = np.random.default_rng(seed).permutation(n)
+def split_indices(n: int, val_fraction: float, seed: int, protocol: str = "pamc") -> tuple[np.ndarray, np.ndarray]:
+    """A seeded random train/validation split of ``range(n)`` (sorted index arrays).
+
+    ``round(n * val_fraction)`` indices go to validation. ``protocol="pamc"`` permutes with
+    ``default_rng(seed)`` and takes validation first; ``protocol="authors"`` is the authors'
+    ``datasets.py:generate_split``: ``RandomState(seed).permutation(n)``, train its first
+    ``n - n_val`` entries, validation its last ``n_val``.
+    """
     n_val = int(round(n * val_fraction))
     if n_val == 0 or n_val == n:
         raise DataError(f"cannot hold out {val_fraction:.0%} of {n} images for validation")
+    if protocol == "authors":
+        perm = np.random.RandomState(seed).permutation(n)
+        return np.sort(perm[: n - n_val]), np.sort(perm[n - n_val:])
+    if protocol != "pamc":
+        raise ValueError(f"unknown data protocol {protocol!r}; expected authors or pamc")
+    perm = np.random.default_rng(seed).permutation(n)
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
@@ -97,7 +108,7 @@ def split_train_pool(
     cfg: DataConfig,
 ) -> tuple[Split, Split]:
     """Hold out ``cfg.val_fraction`` of a training pool for validation (paper: 20%)."""
-    train_idx, val_idx = split_indices(len(full), cfg.val_fraction, cfg.split_seed)
+    train_idx, val_idx = split_indices(len(full), cfg.val_fraction, cfg.split_seed, cfg.protocol)
     return tuple(  # type: ignore[return-value]
         Split(images[idx], full[idx], LabelStore(observed[idx]), subset_boxes(boxes, idx))
         for idx in (train_idx, val_idx)
@@ -111,7 +122,7 @@ def synthetic(cfg: DataConfig) -> DatasetBundle:
                   max_objects=s.max_objects, noise=s.noise)
     pool = make_scenes(s.num_train, seed=s.seed, **kwargs)
     test = make_scenes(s.num_test, seed=s.seed + 100_003, **kwargs)
-    observed = observe(pool.labels, cfg.num_pos, cfg.num_neg, cfg.obs_seed)
+    observed = observe(pool.labels, cfg.num_pos, cfg.num_neg, cfg.obs_seed, cfg.protocol)
     train, val = split_train_pool(pool.images, pool.labels, observed, pool.boxes, cfg)
     check_observed("synthetic", bool(train.observed.to_numpy().any()))
     test_split = Split(test.images, test.labels, LabelStore(test.labels), test.boxes)

@@ -38,14 +38,23 @@ def observe(
     num_pos: int = 1,
     num_neg: int = 0,
     seed: int = DEFAULT_OBSERVATION_SEED,
+    protocol: str = "pamc",
 ) -> np.ndarray:
     """Keep ``num_pos`` random positives and ``num_neg`` random negatives per image.
 
     Everything else becomes unobserved (0). An image with fewer positives (negatives) than
     asked keeps all it has. The same ``seed`` always gives the same observed matrix.
+
+    ``protocol="pamc"`` draws all rows at once from ``default_rng(seed)``;
+    ``protocol="authors"`` gives exactly the matrix of the authors' preprocessing (see
+    :func:`observe_authors`).
     """
     full = np.asarray(full)
     check_label_values(full, "full labels")
+    if protocol == "authors":
+        return observe_authors(full, num_pos, num_neg, seed)
+    if protocol != "pamc":
+        raise ValueError(f"unknown data protocol {protocol!r}; expected authors or pamc")
     rng = np.random.default_rng(seed)
     observed = np.zeros(full.shape, dtype=np.int8)
     for value, count in ((POSITIVE, num_pos), (NEGATIVE, num_neg)):
@@ -59,6 +68,25 @@ def observe(
         cols = cols.reshape(-1)
         keep = np.isfinite(keys[rows, cols])
         observed[rows[keep], cols[keep]] = value
+    return observed
+
+
+def observe_authors(full: np.ndarray, num_pos: int, num_neg: int, seed: int) -> np.ndarray:
+    """The observed labels of the authors' ``preproc/generate_observed_labels.py``.
+
+    One ``np.random.RandomState(seed)`` serves the whole matrix (a fresh one per label file).
+    Image by image, in row order, the column indices of its positives are shuffled in place
+    and the first ``num_pos`` are kept, then the same for its negatives with ``num_neg``. Both
+    shuffles happen even when the count is 0, because each one advances the generator.
+    """
+    full = np.asarray(full)
+    rng = np.random.RandomState(seed)
+    observed = np.zeros(full.shape, dtype=np.int8)
+    for i, row in enumerate(full):
+        for value, count in ((POSITIVE, num_pos), (NEGATIVE, num_neg)):
+            cols = np.flatnonzero(row == value)
+            rng.shuffle(cols)
+            observed[i, cols[:count]] = value
     return observed
 
 

@@ -28,7 +28,11 @@ class Batch(NamedTuple):
 
 
 class ArrayLoader:
-    """Iterates a :class:`Split` in batches; shuffles with its own seeded generator."""
+    """Iterates a :class:`Split` in batches; shuffles with its own seeded generator.
+
+    ``drop_last`` leaves out the last, partial batch of each pass (Cole et al.'s training
+    loader does; the BoostLU and LL code keep it).
+    """
 
     def __init__(
         self,
@@ -38,9 +42,11 @@ class ArrayLoader:
         shuffle: bool = False,
         seed: int = 0,
         indices: np.ndarray | None = None,
+        drop_last: bool = False,
     ) -> None:
         self.split = split
         self.batch_size = batch_size
+        self.drop_last = drop_last
         self.shuffle = shuffle
         self.generator = torch.Generator().manual_seed(seed)
         self.indices = torch.as_tensor(np.arange(len(split)) if indices is None else indices, dtype=torch.long)
@@ -50,6 +56,8 @@ class ArrayLoader:
             self._images = split.images
 
     def __len__(self) -> int:
+        if self.drop_last:
+            return len(self.indices) // self.batch_size
         return -(-len(self.indices) // self.batch_size)
 
     @property
@@ -60,7 +68,7 @@ class ArrayLoader:
         order = self.indices
         if self.shuffle:
             order = order[torch.randperm(len(order), generator=self.generator)]
-        for start in range(0, len(order), self.batch_size):
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
             idx = order[start:start + self.batch_size]
             yield Batch(
                 images=self._images[idx],

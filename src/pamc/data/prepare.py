@@ -21,7 +21,7 @@ from typing import Any
 
 from pamc.config import DataConfig
 from pamc.data.adapters.common import (
-    assemble, default_cache_dir, index_key, load_index, observed_labels_file, observed_pool_labels,
+    apply_protocol, assemble, default_cache_dir, index_key, load_index, observed_labels_file, observed_pool_labels,
     require_root, save_index,
 )
 from pamc.data.catalog import parser
@@ -49,7 +49,7 @@ def prepare_dataset(cfg: DataConfig, *, cache: bool = True,
         warn_unscorable(bundle)
         summary.update(train=len(bundle.train), val=len(bundle.val), test=len(bundle.test))
     elif not parsed.partial:
-        observed_pool_labels(parsed.pool.dense(len(parsed.class_names)), cfg, out)
+        observed_pool_labels(apply_protocol(parsed, cfg).pool.dense(len(parsed.class_names)), cfg, out)
     return summary
 
 
@@ -74,7 +74,7 @@ def observe_dataset(cfg: DataConfig) -> dict[str, Any]:
                         "there are no observed labels to draw")
     if not index_reused:
         save_index(parsed, out, key)
-    full = parsed.pool.dense(len(parsed.class_names))
+    full = apply_protocol(parsed, cfg).pool.dense(len(parsed.class_names))
     path = observed_labels_file(full, cfg, out)
     reused = path.is_file()
     observed = observed_pool_labels(full, cfg, out)

@@ -134,8 +134,9 @@ class ShardedLoader(ArrayLoader):
     (padded with repeats to equal length).
     """
 
-    def __init__(self, split: Split, batch_size: int, ctx: DistContext, *, shuffle: bool = True, seed: int = 0) -> None:
-        super().__init__(split, batch_size, shuffle=False, seed=seed)
+    def __init__(self, split: Split, batch_size: int, ctx: DistContext, *, shuffle: bool = True, seed: int = 0,
+                 drop_last: bool = False) -> None:
+        super().__init__(split, batch_size, shuffle=False, seed=seed, drop_last=drop_last)
         self.sampler: torch.utils.data.DistributedSampler = torch.utils.data.DistributedSampler(
             range(len(split)), num_replicas=ctx.world_size, rank=ctx.rank, shuffle=shuffle, seed=seed,
         )
@@ -248,6 +249,7 @@ def evaluate_gathered(evaluator: MultiLabelEvaluator, ctx: DistContext) -> dict[
         merged = MultiLabelEvaluator(
             evaluator.num_classes, ignore_unobserved=evaluator.ignore_unobserved,
             class_frequency=evaluator.class_frequency, num_groups=evaluator.num_groups,
+            unannotated=evaluator.unannotated,
         )
         for part in parts or []:
             merged.extend(part)

@@ -61,8 +61,7 @@ class HeadOnCachedFeatures(nn.Module):
         return self.model.backbone
 
     def forward(self, features: Tensor) -> Tensor:
-        raw = self.model.head(features)
-        return self.model.active_boost(raw).mean(dim=(2, 3))
+        return self.model.logits_from_features(features)
 
     def param_groups(self, lr: float, head_lr_mult: float = 10.0) -> list[dict]:
         return [g for g in self.model.param_groups(lr, head_lr_mult) if g["name"] == "head"]

@@ -69,7 +69,9 @@ class RunResults:
     ``test_group_map`` is the mAP of classes in groups of rising training frequency (OpenImages),
     ``None`` when the dataset has no class frequencies. ``select`` is the policy that chose
     ``best_epoch`` (``train.select`` resolved: ``best_val`` or ``last``; ``None`` in a record
-    written before pamc recorded it).
+    written before pamc recorded it). ``num_classes_scored`` /
+    ``num_classes_left_out``: how many classes the test mAP averages and how many it left out
+    for having no annotated test entry (``eval.unannotated_classes: skip``).
     """
 
     dataset: str
@@ -83,6 +85,8 @@ class RunResults:
     test_group_map: list[float] | None = None
     evaluated_from: str | None = None
     select: str | None = None
+    num_classes_scored: int | None = None
+    num_classes_left_out: int | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -96,6 +100,7 @@ class RunResults:
             test_map=float(values["test_map"]), test_ap=dict(values.get("test_ap") or {}),
             test_group_map=values.get("test_group_map"), evaluated_from=values.get("evaluated_from"),
             select=None if values.get("select") is None else str(values["select"]),
+            num_classes_scored=values.get("num_classes_scored"), num_classes_left_out=values.get("num_classes_left_out"),
         )
 
 

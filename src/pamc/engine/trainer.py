@@ -29,7 +29,7 @@ from pamc.config import RunConfig
 from pamc.data import ArrayLoader, DatasetBundle, DeviceTransform, Split, build_dataset
 from pamc.data.catalog import resolve_data_facts
 from pamc.engine.callbacks import Callback, LoggingCallback
-from pamc.engine.checkpoint import check_compatible, load_model_state
+from pamc.engine.checkpoint import check_compatible, load_checkpoint, load_model_state
 from pamc.engine.distributed import (
     SINGLE_PROCESS, DistContext, ProcessGroupCollective, ShardedLoader, all_reduce_sum, broadcast_module_state,
     cleanup_distributed, eval_shard, evaluate_gathered, init_distributed, local_batch_size, run_on_main, wrap_ddp,
@@ -45,7 +45,7 @@ from pamc.engine.rundir import RunDir, RunResults, TrainedRun, make_model, resto
 from pamc.engine.threads import intra_op_threads, resolve_threads
 from pamc.errors import CheckpointError, PamcError, TrainingError
 from pamc.evaluation import MultiLabelEvaluator
-from pamc.losses import PartialLabelLoss, create_loss
+from pamc.losses import PartialLabelLoss, loss_from_config
 from pamc.models import CAMClassifier
 
 log = logging.getLogger(__name__)
@@ -218,8 +218,11 @@ def evaluate(
     class_frequency: np.ndarray | None = None,
     precision: Precision | None = None,
     dist_ctx: DistContext = SINGLE_PROCESS,
+    unannotated: str = "skip",
 ) -> dict[str, Any]:
     """mAP (percent) and per-class AP of ``model`` on ``loader`` against ``labels`` (full or observed).
+
+    ``unannotated``: classes without an annotated entry are left out (``skip``) or count 0.
 
     Under ``dist_ctx`` each rank scores its shard and every rank returns the metrics over
     all shards.
@@ -230,7 +233,7 @@ def evaluate(
         raise PamcError(f"unknown evaluation labels {labels!r}; choose one of: full, observed") from None
     model.eval()
     evaluator = MultiLabelEvaluator(loader.split.observed.shape[1], ignore_unobserved=ignore_unobserved,
-                                    class_frequency=class_frequency)
+                                    class_frequency=class_frequency, unannotated=unannotated)
     for batch in loader:
         target = batch.full if labels is EvalLabels.FULL else batch.observed
         if target is None:
@@ -243,8 +246,10 @@ def evaluate(
 
 
 def evaluate_at_alphas(trained: TrainedRun, split: Split, alphas: Sequence[float], *,
-                       ignore_unobserved: bool = False, batch_size: int = 256) -> list[dict[str, Any]]:
-    """``[{"alpha", "map", "ap": {class: AP}}]`` of a trained run's model on ``split`` for each
+                       ignore_unobserved: bool = False, batch_size: int = 256,
+                       class_frequency: np.ndarray | None = None, unannotated: str = "skip") -> list[dict[str, Any]]:
+    """``[{"alpha", "map", "ap": {class: AP}, "num_classes_scored", "num_classes_left_out"}]`` (and
+    ``"group_map"`` with ``class_frequency``) of a trained run's model on ``split`` for each
     inference BoostLU alpha; the model's own alpha is restored afterwards."""
     model = trained.model
     loader = ArrayLoader(split, batch_size)
@@ -253,8 +258,14 @@ def evaluate_at_alphas(trained: TrainedRun, split: Split, alphas: Sequence[float
     try:
         for alpha in alphas:
             model.set_eval_alpha(alpha)
-            result = evaluate(model, loader, transform, ignore_unobserved=ignore_unobserved)
-            rows.append({"alpha": float(alpha), "map": result["map"], "ap": dict(zip(trained.class_names, result["ap"]))})
+            result = evaluate(model, loader, transform, ignore_unobserved=ignore_unobserved,
+                              class_frequency=class_frequency, unannotated=unannotated)
+            row = {"alpha": float(alpha), "map": result["map"], "ap": dict(zip(trained.class_names, result["ap"])),
+                   "num_classes_scored": result["num_classes_scored"],
+                   "num_classes_left_out": result["num_classes_left_out"]}
+            if "group_map" in result:
+                row["group_map"] = result["group_map"]
+            rows.append(row)
     finally:
         model.set_eval_alpha(original)
     return rows
@@ -285,8 +296,13 @@ def fit(
     where its ``last`` checkpoint stopped. A run that fails before its first ``last`` checkpoint
     leaves no run directory behind. ``overwrite`` replaces a previous pamc run in ``cfg.output_dir``
     (see :meth:`RunDir.create`). The run directory is locked while this process writes it. The run
-    uses ``train.threads`` intra-op threads (the caller's count is restored afterwards).
+    uses ``train.threads`` intra-op threads (the caller's count is restored afterwards). With
+    ``train.linear_init`` the run has two phases (:mod:`pamc.engine.phases`).
     """
+    if cfg.train.linear_init is not None:
+        from pamc.engine.phases import fit_in_two_phases
+
+        return fit_in_two_phases(cfg, dataset=dataset, callbacks=callbacks, resume=resume, overwrite=overwrite)
     with intra_op_threads(resolve_threads(cfg.train.threads, deterministic=cfg.train.deterministic)):
         return _fit(cfg, dataset, callbacks, resume, overwrite)
 
@@ -299,13 +315,15 @@ def _fit(cfg: RunConfig, dataset: DatasetBundle | None, callbacks: Sequence[Call
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     bundle = dataset if dataset is not None else build_dataset(cfg.data)
     cfg = resolve_data_facts(cfg, bundle)  # image size, normalisation, method defaults: recorded
-    criterion = create_loss(cfg.method.name, **cfg.method.params)
+    criterion = loss_from_config(cfg)
     model = make_model(cfg, bundle.num_classes).to(device)
     precision = Precision.from_config(cfg.train, device)
     precision.prepare_model(model)
     run = RunDir.for_resume(cfg.output_dir) if resume else RunDir(cfg.output_dir)
     resumed = _locked_resume_point(run, model, cfg, bundle) if resume else None
     criterion.bind(bundle.train.observed, cfg.train.epochs)  # the label store itself, never densified
+    if cfg.train.init_from is not None and resumed is None:  # weights and loss state, fresh optimizer
+        _init_from(cfg, model, criterion, bundle)
     criterion.to(device)
     if dist_ctx.enabled:  # LL's top-k, ROLE's estimates and APL's predictions span all ranks
         criterion.bind_collective(ProcessGroupCollective(dist_ctx))
@@ -320,7 +338,7 @@ def _fit(cfg: RunConfig, dataset: DatasetBundle | None, callbacks: Sequence[Call
                                else bundle.val.observed, val_ignore)
     select = Validation(lambda: evaluate(
         model, val_loader, transform, labels=cfg.train.select_on, precision=precision, dist_ctx=dist_ctx,
-        ignore_unobserved=val_ignore), policy)
+        ignore_unobserved=val_ignore, unannotated=cfg.eval.unannotated_classes), policy)
     trainer.register(LossSchedule(criterion), BackboneFreeze(model, lambda epoch: cfg.train.frozen_features
                                                              or criterion.backbone_frozen(epoch)),
                      LabelCorrection(bundle.train.observed, dist_ctx), select)
@@ -381,23 +399,40 @@ def _resume_point(run: RunDir, model: nn.Module, cfg: RunConfig, bundle: Dataset
     return state
 
 
+def _init_from(cfg: RunConfig, model: nn.Module, criterion: PartialLabelLoss, bundle: DatasetBundle) -> None:
+    """Start from ``train.init_from``'s weights and loss state (phase 2 of ``train.linear_init``)."""
+    init = load_checkpoint(cfg.train.init_from)
+    check_compatible(init, cfg.train.init_from, backbone=cfg.model.backbone, class_names=bundle.class_names)
+    load_model_state(model, init, cfg.train.init_from)
+    criterion.load_state_dict(init.criterion_state)
+
+
 def _loaders(cfg: RunConfig, bundle: DatasetBundle, dist_ctx: DistContext) -> tuple[Any, ArrayLoader, ArrayLoader]:
     """Training (shuffled; sharded over ranks), validation and test loaders."""
     eval_bs = max(cfg.train.batch_size, 64)
     if not dist_ctx.enabled:
-        return (ArrayLoader(bundle.train, cfg.train.batch_size, shuffle=True, seed=cfg.train.seed),
-                ArrayLoader(bundle.val, eval_bs), ArrayLoader(bundle.test, eval_bs))
-    return (ShardedLoader(bundle.train, local_batch_size(cfg.train.batch_size, dist_ctx), dist_ctx, seed=cfg.train.seed),
-            ArrayLoader(bundle.val, eval_bs, indices=eval_shard(len(bundle.val), dist_ctx)),
-            ArrayLoader(bundle.test, eval_bs, indices=eval_shard(len(bundle.test), dist_ctx)))
+        train: Any = ArrayLoader(bundle.train, cfg.train.batch_size, shuffle=True, seed=cfg.train.seed,
+                                 drop_last=cfg.train.drop_last)
+        val, test = ArrayLoader(bundle.val, eval_bs), ArrayLoader(bundle.test, eval_bs)
+    else:
+        train = ShardedLoader(bundle.train, local_batch_size(cfg.train.batch_size, dist_ctx), dist_ctx,
+                              seed=cfg.train.seed, drop_last=cfg.train.drop_last)
+        val = ArrayLoader(bundle.val, eval_bs, indices=eval_shard(len(bundle.val), dist_ctx))
+        test = ArrayLoader(bundle.test, eval_bs, indices=eval_shard(len(bundle.test), dist_ctx))
+    if len(train) == 0:
+        raise PamcError(f"train.drop_last with batch size {cfg.train.batch_size} leaves no batch of the "
+                        f"{len(bundle.train)} training images")
+    return train, val, test
 
 
 def _optimizer(cfg: RunConfig, model: nn.Module, criterion: PartialLabelLoss) -> torch.optim.Optimizer:
-    """Adam; the head (and the loss's own parameters, e.g. ROLE's estimates) at ``head_lr_mult`` x lr."""
+    """Adam; the head at ``head_lr_mult`` x lr, the loss's own parameters (e.g. ROLE's estimates)
+    at ``loss_lr_mult`` x lr (``head_lr_mult`` when unset)."""
     groups = model.param_groups(cfg.train.lr, cfg.train.head_lr_mult)
     extra = [p for p in criterion.parameters() if p.requires_grad]
     if extra:
-        groups.append({"params": extra, "lr": cfg.train.lr * cfg.train.head_lr_mult})
+        mult = cfg.train.head_lr_mult if cfg.train.loss_lr_mult is None else cfg.train.loss_lr_mult
+        groups.append({"params": extra, "lr": cfg.train.lr * mult})
     return torch.optim.Adam(groups, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
 
 
@@ -409,13 +444,15 @@ def _test_selected(run: RunDir, model: nn.Module, cfg: RunConfig, bundle: Datase
         load_model_state(model, run.load_best(), run.best_path)
     broadcast_module_state(model, dist_ctx)  # the best weights, from rank 0
     test = evaluate(model, loader, transform, ignore_unobserved=bundle.partial_test_labels,
-                    class_frequency=bundle.class_frequency, precision=precision, dist_ctx=dist_ctx)
+                    class_frequency=bundle.class_frequency, precision=precision, dist_ctx=dist_ctx,
+                    unannotated=cfg.eval.unannotated_classes)
     results = RunResults(
         dataset=bundle.name, method=cfg.method.name, train_alpha=cfg.model.train_alpha,
         eval_alpha=cfg.model.resolved_eval_alpha, best_epoch=select.best_epoch, best_val_map=select.best_map,
         test_map=test["map"], test_ap=dict(zip(bundle.class_names, test["ap"])),
         test_group_map=test.get("group_map"),  # classes in 5 groups by training frequency, rarest first
         select=select.policy.value,
+        num_classes_scored=test["num_classes_scored"], num_classes_left_out=test["num_classes_left_out"],
     )
     if dist_ctx.is_main:
         run.write_results(results)

@@ -7,7 +7,9 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
-from pamc.evaluation.metrics import average_precision, group_average_precision
+from pamc.evaluation.metrics import (
+    annotated_classes, average_precision, group_average_precision, masked_mean, scored_classes,
+)
 from pamc.evaluation.sparse import AnnotatedScores
 
 
@@ -32,6 +34,10 @@ class MultiLabelEvaluator:
     annotation, no (N, C) matrix); the AP is the same as the dense computation's. With
     ``class_frequency`` (training positives per class) ``evaluate`` also reports the mAP of
     ``num_groups`` groups of classes of rising frequency, rarest first (OpenImages table).
+
+    A class without any evaluated entry (only possible with ``ignore_unobserved``) is left out
+    of every mean, as the authors' OpenImages evaluation does; ``unannotated="zero"`` counts it
+    as AP 0. Every result says how many classes were scored and how many were left out.
     """
 
     def __init__(
@@ -41,7 +47,9 @@ class MultiLabelEvaluator:
         ignore_unobserved: bool = False,
         class_frequency: np.ndarray | None = None,
         num_groups: int = 5,
+        unannotated: str = "skip",
     ) -> None:
+        scored_classes(np.zeros(1, dtype=bool), unannotated)  # rejects an unknown choice
         if num_classes < 1:
             raise ValueError(f"num_classes must be positive, got {num_classes}")
         if class_frequency is not None:
@@ -56,6 +64,7 @@ class MultiLabelEvaluator:
         self.ignore_unobserved = ignore_unobserved
         self.class_frequency = class_frequency
         self.num_groups = num_groups
+        self.unannotated = unannotated
         self._scores: list[np.ndarray] = []
         self._labels: list[np.ndarray] = []
         self._annotated = AnnotatedScores(num_classes) if ignore_unobserved else None
@@ -85,6 +94,8 @@ class MultiLabelEvaluator:
         """Append the batches recorded by ``other`` (e.g. another rank's shard), without copying."""
         if other.num_classes != self.num_classes:
             raise ValueError(f"cannot merge {other.num_classes} classes into {self.num_classes}")
+        if other.unannotated != self.unannotated:
+            raise ValueError("cannot merge evaluators that treat unannotated classes differently")
         if other.ignore_unobserved != self.ignore_unobserved:
             raise ValueError("cannot merge an evaluator that ignores unobserved entries with one that does not")
         self._num_batches += other._num_batches
@@ -101,20 +112,30 @@ class MultiLabelEvaluator:
         return sum(len(batch) for batch in self._scores)
 
     def evaluate(self) -> dict[str, Any]:
-        """mAP and per-class AP in percent (0-100), sample count and optional group mAPs."""
+        """mAP and per-class AP in percent (0-100), sample and class counts, optional group mAPs.
+
+        ``ap`` holds None for a class left out; ``num_classes_scored`` and
+        ``num_classes_left_out`` count the classes in and out of the mean.
+        """
         if not self._num_batches:
             raise ValueError("evaluate() called before any batch was processed")
         if self._annotated is not None:
             ap = self._annotated.average_precision()
+            annotated = self._annotated.annotated_classes()
         else:
-            ap = average_precision(np.concatenate(self._scores), np.concatenate(self._labels),
-                                   ignore_unobserved=self.ignore_unobserved)
+            labels = np.concatenate(self._labels)
+            ap = average_precision(np.concatenate(self._scores), labels, ignore_unobserved=self.ignore_unobserved)
+            annotated = annotated_classes(labels, ignore_unobserved=self.ignore_unobserved)
+        scored = scored_classes(annotated, self.unannotated)
+        mean = masked_mean(ap, scored)
         result: dict[str, Any] = {
-            "map": float(ap.mean() * 100.0),
-            "ap": (ap * 100.0).tolist(),
+            "map": 0.0 if mean is None else mean * 100.0,
+            "ap": [float(v) * 100.0 if s else None for v, s in zip(ap, scored)],
             "num_samples": self.num_samples,
+            "num_classes_scored": int(scored.sum()),
+            "num_classes_left_out": int((~scored).sum()),
         }
         if self.class_frequency is not None:
-            groups = group_average_precision(ap, self.class_frequency, self.num_groups)
-            result["group_map"] = [value * 100.0 for value in groups]
+            groups = group_average_precision(ap, self.class_frequency, self.num_groups, scored)
+            result["group_map"] = [None if value is None else value * 100.0 for value in groups]
         return result

@@ -9,7 +9,11 @@ computed here: each class column is sorted once (classes in bounded chunks, the 
 vectorized over the chunk) and the positives are located in it by binary search.
 
 A class without a positive among its evaluated entries gets AP = 0, the field's convention;
-scikit-learn 1.9 returns 0.0 there as well (with a warning).
+scikit-learn 1.9 returns 0.0 there as well (with a warning). A class without any evaluated
+entry (possible only with ``ignore_unobserved``: OpenImages classes nobody annotated in the
+test set) is left out of the mAP, as the authors' OpenImages evaluation does
+(``compute_metrics_openimages`` in snucml/LargeLossMatters); ``unannotated="zero"`` counts it
+as AP 0 instead. :func:`scored_classes` says which classes are scored.
 
 Labels follow the pamc convention (+1 positive, -1 negative, 0 unobserved); a {0, 1} matrix
 also works. An entry is positive iff its label equals 1. Every other entry is a negative,
@@ -165,18 +169,57 @@ def average_precision(
     return result
 
 
+UNANNOTATED_CHOICES = ("skip", "zero")
+
+
+def scored_classes(annotated: np.ndarray, unannotated: str = "skip") -> np.ndarray:
+    """Boolean (C,) mask of the classes a mAP averages over.
+
+    ``annotated`` says which classes have at least one evaluated entry. ``unannotated="skip"``
+    scores only those (the authors' OpenImages evaluation), ``"zero"`` scores every class,
+    the unannotated ones with AP 0.
+    """
+    if unannotated not in UNANNOTATED_CHOICES:
+        raise ValueError(f"unannotated must be one of {UNANNOTATED_CHOICES}, got {unannotated!r}")
+    annotated = np.asarray(annotated, dtype=bool)
+    return annotated if unannotated == "skip" else np.ones_like(annotated)
+
+
+def annotated_classes(labels: ArrayLike, *, ignore_unobserved: bool = False) -> np.ndarray:
+    """Boolean (C,) mask of the classes with at least one evaluated entry in ``labels``."""
+    labels = _as_numpy(labels, "labels")
+    if not ignore_unobserved:
+        return np.full(labels.shape[1], labels.shape[0] > 0)
+    return np.count_nonzero(labels, axis=0) > 0
+
+
+def masked_mean(values: np.ndarray, mask: np.ndarray) -> float | None:
+    """Mean of ``values[mask]``, None when the mask selects nothing."""
+    return float(values[mask].mean()) if mask.any() else None
+
+
 def mean_average_precision(
-    scores: ArrayLike, labels: ArrayLike, *, ignore_unobserved: bool = False
+    scores: ArrayLike, labels: ArrayLike, *, ignore_unobserved: bool = False, unannotated: str = "skip"
 ) -> float:
-    """Mean of the per-class AP over all classes, AP = 0 classes included (a fraction, 0..1)."""
+    """Mean of the per-class AP over the scored classes (a fraction, 0..1; 0 if none is scored).
+
+    Classes without a positive count with AP 0; classes without any evaluated entry are left
+    out unless ``unannotated="zero"`` (see :func:`scored_classes`).
+    """
     ap = average_precision(scores, labels, ignore_unobserved=ignore_unobserved)
-    return float(ap.mean()) if ap.size else 0.0
+    scored = scored_classes(annotated_classes(labels, ignore_unobserved=ignore_unobserved), unannotated)
+    mean = masked_mean(ap, scored)
+    return 0.0 if mean is None else mean
 
 
 def group_average_precision(
-    ap: np.ndarray, class_frequency: ArrayLike, num_groups: int
-) -> list[float]:
-    """Mean of per-class ``ap`` in ``num_groups`` equal groups of classes, rarest group first."""
+    ap: np.ndarray, class_frequency: ArrayLike, num_groups: int, scored: np.ndarray | None = None
+) -> list[float | None]:
+    """Mean of per-class ``ap`` in ``num_groups`` equal groups of classes, rarest group first.
+
+    Groups are made over all classes; with ``scored`` each group's mean is over its scored
+    classes only (None for a group without one).
+    """
     if isinstance(class_frequency, torch.Tensor):
         class_frequency = class_frequency.detach().cpu().numpy()
     frequency = np.asarray(class_frequency)
@@ -185,7 +228,8 @@ def group_average_precision(
     if not 1 <= num_groups <= ap.size:
         raise ValueError(f"num_groups must be in [1, {ap.size}], got {num_groups}")
     order = np.argsort(frequency, kind="stable")
-    return [float(ap[group].mean()) for group in np.array_split(order, num_groups)]
+    scored = np.ones(ap.shape, dtype=bool) if scored is None else np.asarray(scored, dtype=bool)
+    return [masked_mean(ap[group], scored[group]) for group in np.array_split(order, num_groups)]
 
 
 def group_mean_average_precision(
@@ -195,11 +239,14 @@ def group_mean_average_precision(
     num_groups: int = 5,
     *,
     ignore_unobserved: bool = True,
-) -> list[float]:
+    unannotated: str = "skip",
+) -> list[float | None]:
     """mAP of classes grouped by training-set frequency; group 1 holds the rarest classes.
 
     Classes are sorted ascending by ``class_frequency`` (stable) and split into ``num_groups``
-    groups of (nearly) equal size with ``np.array_split``, as in the OpenImages table.
+    groups of (nearly) equal size with ``np.array_split``, as in the OpenImages table; each
+    group averages over its scored classes (:func:`scored_classes`).
     """
     ap = average_precision(scores, labels, ignore_unobserved=ignore_unobserved)
-    return group_average_precision(ap, class_frequency, num_groups)
+    scored = scored_classes(annotated_classes(labels, ignore_unobserved=ignore_unobserved), unannotated)
+    return group_average_precision(ap, class_frequency, num_groups, scored)

@@ -10,7 +10,8 @@ threshold, and each positive contributes the precision at its threshold,
 ``AP = mean over positives i of TP(score >= s_i) / #(score >= s_i)``, which is what
 scikit-learn's ``average_precision_score`` and the dense
 :func:`~pamc.evaluation.metrics.average_precision` (``ignore_unobserved=True``) compute. A
-class without an annotated positive gets AP = 0, as there.
+class without an annotated positive gets AP = 0, as there; :meth:`AnnotatedScores.annotated_classes`
+says which classes have an annotated entry at all (the others are left out of the mAP).
 """
 
 from __future__ import annotations
@@ -100,6 +101,13 @@ class AnnotatedScores:
     @property
     def num_entries(self) -> int:
         return sum(len(c) for c in self._classes)
+
+    def annotated_classes(self) -> np.ndarray:
+        """Boolean (C,) mask of the classes with at least one annotated entry collected."""
+        counts = np.zeros(self.num_classes, dtype=np.int64)
+        for classes in self._classes:
+            counts += np.bincount(classes, minlength=self.num_classes)
+        return counts > 0
 
     def average_precision(self) -> np.ndarray:
         """Per-class AP (C,) over every entry collected so far."""

@@ -3,6 +3,7 @@
 from pamc.losses.asl import AsymmetricLoss
 from pamc.losses.assume_negative import AssumeNegativeLoss, FullLabelLoss
 from pamc.losses.base import LOSSES, LossOutput, PartialLabelLoss, create_loss
+from pamc.losses.build import loss_from_config
 from pamc.losses.entropy import EntropyMaximization, EntropyMaximizationAPL
 from pamc.losses.epr_role import ROLE, ExpectedPositiveRegularizer, ROLELinearInit
 from pamc.losses.gr import GeneralizedRobustLoss
@@ -36,4 +37,5 @@ __all__ = [
     "LossOutput",
     "PartialLabelLoss",
     "create_loss",
+    "loss_from_config",
 ]

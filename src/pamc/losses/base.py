@@ -101,9 +101,9 @@ class PartialLabelLoss(nn.Module):
         set (ROLE's label estimates, APL's pseudo-labels) create it here, as parameters or
         buffers so that it is optimised and checkpointed.
         """
-        if self.linear_init_epochs >= num_epochs:
+        if self.linear_init_epochs > num_epochs:  # equal: the whole run trains the head alone (a linear phase)
             raise ConfigError(f"this method trains the head alone for {self.linear_init_epochs} epochs; "
-                              f"train.epochs ({num_epochs}) must be larger (or set method.params.linear_init_epochs)")
+                              f"train.epochs ({num_epochs}) must not be smaller (or set method.params.linear_init_epochs)")
 
 
 class LabelSource(Protocol):

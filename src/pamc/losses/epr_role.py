@@ -140,12 +140,14 @@ class ROLELinearInit(ROLE):
     """ROLE with linear initialisation: the first ``linear_init_epochs`` epochs train the head
     (and the label estimates) on a frozen backbone, the rest end to end.
 
-    Cole et al. train the linear phase for 25 epochs, then fine-tune for 10; a config for the
-    paper's row therefore sets ``train.epochs = 35`` and keeps the default here.
+    Cole et al. train the linear phase for 25 epochs (restoring its best epoch), then fine-tune
+    for 10 with a fresh optimizer: the paper's row runs that as ``train.linear_init`` (two
+    phases, :mod:`pamc.engine.phases`), whose second phase has ``linear_init_epochs = 0``. In
+    one run, ``linear_init_epochs`` of ``train.epochs`` are frozen.
     """
 
     def __init__(self, expected_num_pos: float | None = None, linear_init_epochs: int = 25) -> None:
         super().__init__(expected_num_pos)
-        if isinstance(linear_init_epochs, bool) or not isinstance(linear_init_epochs, int) or linear_init_epochs < 1:
-            raise ConfigError(f"linear_init_epochs must be an int >= 1, got {linear_init_epochs!r}")
+        if isinstance(linear_init_epochs, bool) or not isinstance(linear_init_epochs, int) or linear_init_epochs < 0:
+            raise ConfigError(f"linear_init_epochs must be an int >= 0, got {linear_init_epochs!r}")
         self.linear_init_epochs = linear_init_epochs

@@ -84,7 +84,10 @@ class GeneralizedRobustLoss(PartialLabelLoss):
         self.register_buffer("schedule", torch.tensor([w0, b0, mu0, s0], dtype=torch.float64))
 
     def bind(self, labels: LabelSource, num_epochs: int) -> None:
-        super().bind(labels, num_epochs)  # checks that num_epochs exceeds linear_init_epochs
+        super().bind(labels, num_epochs)  # checks that num_epochs is not below linear_init_epochs
+        if self.linear_init_epochs >= num_epochs:  # the k/v schedules need epochs after the frozen ones
+            raise ConfigError(f"this method trains the head alone for {self.linear_init_epochs} epochs; "
+                              f"train.epochs ({num_epochs}) must be larger (or set method.params.linear_init_epochs)")
         self.num_epochs = num_epochs
 
     def schedule_at(self, epoch: int, num_epochs: int) -> tuple[float, float, float, float]:

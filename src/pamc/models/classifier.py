@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import torch
 from torch import Tensor, nn
 
 from pamc.errors import ConfigError
@@ -66,12 +67,28 @@ class CAMClassifier(nn.Module):
     def forward_features(self, x: Tensor) -> Tensor:
         return self.backbone(x)
 
+    def cam_from_features(self, features: Tensor) -> CAMOutput:
+        """The head and BoostLU on a backbone feature map, always in float32.
+
+        Autocast is switched off here, so under bf16/fp16 training the CAMs, the logits and
+        everything downstream (losses, LL's top-k, metrics) are float32; only the backbone
+        runs in low precision.
+        """
+        with torch.autocast(device_type=features.device.type, enabled=False):
+            raw = self.head(features.float())
+            return CAMOutput(raw=raw, boosted=self.active_boost(raw))
+
+    def logits_from_features(self, features: Tensor) -> Tensor:
+        """Logits (B, C) float32: the spatial mean of the BoostLU-ed CAMs."""
+        boosted = self.cam_from_features(features).boosted
+        with torch.autocast(device_type=features.device.type, enabled=False):
+            return boosted.mean(dim=(2, 3))
+
     def forward_cam(self, x: Tensor) -> CAMOutput:
-        raw = self.head(self.forward_features(x))
-        return CAMOutput(raw=raw, boosted=self.active_boost(raw))
+        return self.cam_from_features(self.forward_features(x))
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.forward_cam(x).boosted.mean(dim=(2, 3))
+        return self.logits_from_features(self.forward_features(x))
 
     def param_groups(self, lr: float, head_lr_mult: float = 10.0) -> list[dict]:
         """Optimizer groups: backbone at ``lr``, head at ``lr * head_lr_mult``."""

@@ -8,6 +8,7 @@ image cache, draws the observed labels (cached) and makes the train/val/test spl
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -229,12 +230,17 @@ def default_cache_dir(cfg: DataConfig, root: Path) -> Path:
 
 def observed_labels_file(full: np.ndarray, cfg: DataConfig, cache_dir: Path) -> Path:
     """Where :func:`observed_pool_labels` keeps the observed labels of ``full`` under ``cfg``."""
-    key = _digest(np.ascontiguousarray(full).tobytes(), list(full.shape), cfg.num_pos, cfg.num_neg, cfg.obs_seed)
-    return cache_dir / f"observed-{cfg.num_pos}pos-{cfg.num_neg}neg-seed{cfg.obs_seed}-{key}.npz"
+    parts = [np.ascontiguousarray(full).tobytes(), list(full.shape), cfg.num_pos, cfg.num_neg, cfg.obs_seed]
+    tag = ""
+    if cfg.protocol != "pamc":  # pamc's files keep the names they had before protocols existed
+        parts.append(cfg.protocol)
+        tag = f"-{cfg.protocol}"
+    key = _digest(*parts)
+    return cache_dir / f"observed-{cfg.num_pos}pos-{cfg.num_neg}neg-seed{cfg.obs_seed}{tag}-{key}.npz"
 
 
 def observed_pool_labels(full: np.ndarray, cfg: DataConfig, cache_dir: Path) -> np.ndarray:
-    """``observe(full, num_pos, num_neg, obs_seed)``, cached in ``cache_dir`` and reused."""
+    """``observe(full, num_pos, num_neg, obs_seed, protocol)``, cached in ``cache_dir`` and reused."""
     path = observed_labels_file(full, cfg, cache_dir)
     if path.is_file():
         with np.load(path) as f:
@@ -242,7 +248,7 @@ def observed_pool_labels(full: np.ndarray, cfg: DataConfig, cache_dir: Path) -> 
             observed[f["rows"], f["cols"]] = f["values"]
         log.info("reusing observed labels %s", path)
         return observed
-    observed = observe(full, cfg.num_pos, cfg.num_neg, cfg.obs_seed)
+    observed = observe(full, cfg.num_pos, cfg.num_neg, cfg.obs_seed, cfg.protocol)
     rows, cols = np.nonzero(observed)
     from pamc.engine.checkpoint import make_dirs
 
@@ -292,7 +298,11 @@ def assemble(parsed: ParsedDataset, cfg: DataConfig, progress=None) -> DatasetBu
     With real partial labels every split's labels go into one label store chosen by
     ``cfg.label_store`` (sparse at OpenImages scale); a validation or test split's ground truth
     is then that same store, so no dense (N, C) matrix is made.
+
+    Under ``cfg.protocol == "authors"`` an image with full labels is kept only if it has a
+    positive label, in the pool and in the test set (the authors' ``preproc/format_*.py``).
     """
+    parsed = apply_protocol(parsed, cfg)
     cache_dir = default_cache_dir(cfg, Path(cfg.root).expanduser() if cfg.root else parsed.root)
     num_classes = len(parsed.class_names)
     if num_classes == 0:
@@ -309,7 +319,8 @@ def assemble(parsed: ParsedDataset, cfg: DataConfig, progress=None) -> DatasetBu
     else:
         observed = observed_pool_labels(parsed.pool.dense(num_classes), cfg, cache_dir)[ok]
     if parsed.test_pool_fraction is not None:
-        rest_idx, test_idx = split_indices(len(pool), parsed.test_pool_fraction, cfg.split_seed + 1)
+        rest_idx, test_idx = split_indices(len(pool), parsed.test_pool_fraction, cfg.split_seed + 1,
+                                           cfg.protocol)
         log.info("%s: no test set given; holding out %d of %d images for testing",
                  parsed.name, len(test_idx), len(pool))
     else:
@@ -319,7 +330,7 @@ def assemble(parsed: ParsedDataset, cfg: DataConfig, progress=None) -> DatasetBu
         test = parsed.test.subset(test_ok)
         rest_idx = np.arange(len(pool))
     if parsed.val is None:
-        train_pos, val_pos = split_indices(len(rest_idx), cfg.val_fraction, cfg.split_seed)
+        train_pos, val_pos = split_indices(len(rest_idx), cfg.val_fraction, cfg.split_seed, cfg.protocol)
         train_rows, val_rows = rest_idx[train_pos], rest_idx[val_pos]
     else:
         if len(parsed.val) == 0:
@@ -375,6 +386,21 @@ def assemble(parsed: ParsedDataset, cfg: DataConfig, progress=None) -> DatasetBu
                          partial_test_labels=parsed.partial_test, class_frequency=frequency)
 
 
+def apply_protocol(parsed: ParsedDataset, cfg: DataConfig) -> ParsedDataset:
+    """The images ``cfg.protocol`` trains and tests on: under ``authors`` an image with full
+    labels is kept only if it has a positive label (the authors' ``preproc/format_*.py``)."""
+    if cfg.protocol != "authors" or parsed.partial:
+        return parsed
+    return dataclasses.replace(parsed, pool=with_positive(parsed.pool), test=with_positive(parsed.test))
+
+
+def with_positive(index: SplitIndex) -> SplitIndex:
+    """The rows of ``index`` with at least one positive label."""
+    keep = np.zeros(len(index), dtype=bool)
+    keep[index.rows[index.values == 1]] = True
+    return index if keep.all() else index.subset(keep)
+
+
 def _mask(n: int, rows: np.ndarray) -> np.ndarray:
     m = np.zeros(n, dtype=bool)
     m[rows] = True
@@ -388,7 +414,7 @@ def index_key(cfg: DataConfig, root: Path) -> str:
     """What the parsed index depends on: dataset, root and the parsing options."""
     test_csv, val_csv = (str(Path(p).expanduser().resolve()) if p else None for p in (cfg.test_csv, cfg.val_csv))
     outside = ("allow_outside_root",) if cfg.allow_outside_root else ()  # an index checked without it
-    return _digest(INDEX_FORMAT, cfg.dataset, str(root.resolve()), cfg.voc_difficult, test_csv, cfg.val_fraction,
+    return _digest(INDEX_FORMAT, cfg.dataset, str(root.resolve()), cfg.resolved_voc_difficult, test_csv, cfg.val_fraction,
                    val_csv, cfg.test_labels, *outside)
 
 

@@ -4,7 +4,8 @@ Labels come from ``ImageSets/Main/<class>_<split>.txt`` (``<id> <flag>``, flag 1
 -1 absent, 0 "difficult"); images from ``JPEGImages/<id>.jpg``; boxes, when the folder
 exists, from ``Annotations/<id>.xml``. Protocol: VOC2007 trains on ``trainval`` and tests on
 ``test``; VOC2012 trains on ``train`` and tests on ``val`` (its test labels are not public).
-A difficult flag counts as positive by default (``data.voc_difficult``).
+A difficult flag counts as positive by default (``data.voc_difficult``), as absent under
+``data.protocol: authors`` (their ``preproc/format_pascal.py`` keeps flag 1 only).
 """
 
 from __future__ import annotations
@@ -95,14 +96,14 @@ def read_boxes(base: Path, ids: list[str]) -> np.ndarray:
 
 def parse_voc(cfg: DataConfig, year: str) -> ParsedDataset:
     base = year_dir(require_root(cfg), year)
-    difficult = _DIFFICULT[cfg.voc_difficult]
+    difficult = _DIFFICULT[cfg.resolved_voc_difficult]
     splits = []
     for split in SPLITS[year]:
         ids, flags = read_flags(base, split, cfg.allow_outside_root)
         labels = np.where(flags == 0, difficult, flags).astype(np.int8)
         splits.append(SplitIndex.from_dense([f"JPEGImages/{i}.jpg" for i in ids], labels, read_boxes(base, ids)))
     return ParsedDataset(f"voc{year}", base, VOC_CLASSES, splits[0], splits[1],
-                         partial_test=cfg.voc_difficult == "ignore")
+                         partial_test=cfg.resolved_voc_difficult == "ignore")
 
 
 @adapter("voc2007")
