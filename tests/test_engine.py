@@ -180,7 +180,11 @@ def test_run_dir_round_trip_and_one_results_record(tmp_path):
     fit(cfg, callbacks=())
     run = RunDir.open(tmp_path / "run")
     assert run.is_finished and run.has_last and len(run.state_files()) == 1
-    assert run.read_config() == cfg
+    from pamc.config import replace
+    from pamc.data.catalog import normalisation
+
+    mean, std = normalisation(cfg)  # the run records the facts it trained with (pamc.data.catalog)
+    assert run.read_config() == replace(cfg, data__image_size=32, data__mean=list(mean), data__std=list(std))
     results = run.read_results()
     assert isinstance(results, RunResults) and results.evaluated_from is None and results.best_epoch == 1
     assert list(json.loads(run.results_path.read_text())) == list(RunResults.__dataclass_fields__)

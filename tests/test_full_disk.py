@@ -108,9 +108,8 @@ def test_checkpoint_and_training_state_writes_on_a_full_disk(tmpfs):
     model = make_model(cfg, 10)
     names = tuple(f"c{k}" for k in range(10))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    state = TrainingState(progress=EpochProgress(2), global_step=8, best_map=50.0, best_epoch=1, history=[],
-                          optimizer=optimizer.state_dict(), criterion={}, train_labels=torch.zeros(4, 10),
-                          rng={"python": None})
+    state = TrainingState(progress=EpochProgress(2), global_step=8, history=[], optimizer=optimizer.state_dict(),
+                          rng={"python": None}, hooks={"selection": {"best_map": 50.0, "best_epoch": 1}})
     save_last(disk, model, cfg, names, state)
     save_checkpoint(disk / "best.safetensors", model, cfg, names)
     good = _digests(disk)
