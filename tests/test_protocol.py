@@ -16,7 +16,8 @@ from PIL import Image
 
 from pamc.config import DataConfig, RunConfig, config_from_dict
 from pamc.data import build_dataset, split_indices
-from pamc.data.adapters import PARSERS, ParsedDataset, SplitIndex
+from pamc.data.adapters import ParsedDataset, SplitIndex
+from pamc.data.catalog import parser
 from pamc.data.adapters.voc import read_flags
 from pamc.data.adapters.common import apply_protocol
 from pamc.data.labels import observe
@@ -39,7 +40,7 @@ def oracle():
 
 def parsed_authors(root: Path, **kw):
     cfg = DataConfig(dataset="voc2012", root=str(root), protocol="authors", **kw)
-    return cfg, apply_protocol(PARSERS.get("voc2012")(cfg), cfg)
+    return cfg, apply_protocol(parser("voc2012")(cfg), cfg)
 
 
 @needs_oracle
@@ -67,7 +68,7 @@ def test_difficult_flag_is_the_protocols_choice_unless_set():
     flags = read_flags(VOC2007_LABELS, "train")[1]
     _, authors = parsed_authors(VOC2007_LABELS)
     assert np.array_equal(authors.pool.dense(20), np.where(flags == 1, 1, -1))
-    pamc = PARSERS.get("voc2012")(DataConfig(dataset="voc2012", root=str(VOC2007_LABELS)))
+    pamc = parser("voc2012")(DataConfig(dataset="voc2012", root=str(VOC2007_LABELS)))
     assert np.array_equal(pamc.pool.dense(20), np.where(flags == 0, 1, flags))
     _, ignore = parsed_authors(VOC2007_LABELS, voc_difficult="ignore")
     assert np.array_equal(ignore.pool.dense(20), flags)
