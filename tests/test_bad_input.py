@@ -472,7 +472,7 @@ def live_run(c: Ctx, run: Path | None = None) -> str:
 def demo_over_other_run(c: Ctx) -> list[str]:
     """``demo -o D`` where ``D/runs/full-seed0`` is a finished run of another config."""
     shutil.copytree(c.finished, c.tmp / "demo" / "runs" / "full-seed0")
-    return ["demo", "--quick", "--seeds", "1", "--no-progress", "-o", str(c.tmp / "demo")]
+    return ["demo", "--quick", "--seeds", "1", "--pretrained", "none", "--no-progress", "-o", str(c.tmp / "demo")]
 
 
 @dataclass

@@ -115,7 +115,7 @@ def exit_code(args: list[str]) -> int:
 
 
 @pytest.mark.parametrize("args, message", [
-    (["observe", "voc3"], "unknown dataset 'voc3'; choose one of: coco2014"),
+    (["observe", "voc3"], "unknown dataset 'voc3'; choose one of: coco, coco2014"),
     (["observe", "voc2007", "--num-pos", "-1"], "data.num_pos must be >= 0"),
     (["observe", "voc2007", "--num-neg", "-2"], "data.num_neg must be >= 0"),
     (["observe", "voc2007", "--seed", "x"], "argument --seed: invalid int value: 'x'"),

@@ -287,7 +287,13 @@ def _worker(inbox: Any, events: Any, worker: int, parent: int, log_level: int) -
 
 
 def _check_same_config(run: RunDir, cfg: RunConfig) -> None:
-    """Refuse to reuse a finished run whose config is not ``cfg``."""
-    if run.read_config().to_dict() != replace(cfg, output_dir=str(run.path)).to_dict():
+    """Refuse to reuse a finished run whose config is not ``cfg``: every key ``cfg`` sets must
+    hold the same value there (the run also records what it resolved from ``None`` or from the
+    dataset catalog, e.g. its image size, normalisation and method defaults)."""
+    from pamc.engine.resume import _flatten
+
+    recorded = _flatten(run.read_config().to_dict())
+    wanted = _flatten(replace(cfg, output_dir=str(run.path)).to_dict())
+    if any(value is not None and value != {} and recorded.get(key) != value for key, value in wanted.items()):
         raise PamcError(f"{run.path} holds a finished run with another config; "
                         "choose another --output-dir (pamc never removes an existing run)")
