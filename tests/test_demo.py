@@ -99,10 +99,6 @@ COCO_MINI = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "co
 @pytest.mark.slow
 @pytest.mark.skipif(not COCO_MINI.is_dir(), reason=f"needs the shared data set {COCO_MINI}")
 def test_demo_on_coco2017_mini_tiny_budget(tmp_path):
-    from pamc.data.datasets import DATASETS
-
-    if "coco2017" not in DATASETS:
-        pytest.skip("this pamc's COCO reader has no 2017 layout (dataset 'coco2017')")
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--no-progress", "-o", str(out), "--dataset", "coco2017",
                  "--data-root", str(COCO_MINI), "--set", "data.image_size=48",

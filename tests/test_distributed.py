@@ -259,8 +259,8 @@ def test_torchrun_two_process_training_end_to_end(tmp_path):
     names = sorted(p.name for p in run.iterdir())
     states = [n for n in names if n.startswith("last.state-") and n.endswith(".pt")]
     assert len(states) == 1
-    assert [n for n in names if n not in states] == [
-        "best.safetensors", "config.yaml", "last.safetensors", "metrics.jsonl", "test_results.json"]
+    assert [n for n in names if n not in states] == [  # .pamc.lock: the run directory's ownership mark
+        ".pamc.lock", "best.safetensors", "config.yaml", "last.safetensors", "metrics.jsonl", "test_results.json"]
     assert list(work.iterdir()) == []
     epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [e["epoch"] for e in epochs] == [1, 2, 3]
