@@ -75,7 +75,8 @@ class CAMClassifier(nn.Module):
         runs in low precision.
         """
         with torch.autocast(device_type=features.device.type, enabled=False):
-            raw = self.head(features.float())
+            low = features.dtype in (torch.float16, torch.bfloat16)  # float64 models stay float64
+            raw = self.head(features.float() if low else features)
             return CAMOutput(raw=raw, boosted=self.active_boost(raw))
 
     def logits_from_features(self, features: Tensor) -> Tensor:
