@@ -29,7 +29,7 @@ class Reproduce:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
-        from pamc.cli.progress import TqdmProgress
+        from pamc.cli.progress import arm_progress
         from pamc.config import parse_overrides
         from pamc.reproduce import run_reproduce
 
@@ -38,8 +38,7 @@ class Reproduce:
             args.dataset, args.data_root, Path(args.output_dir), args.seeds,
             configs_dir=Path(args.configs) if args.configs else None, rows=rows,
             overrides=parse_overrides(args.set),
-            callbacks_for=lambda row, seed: [TqdmProgress(f"[{row} s{seed}] ",
-                                                          disable=True if args.no_progress else None)],
+            callbacks_for=arm_progress(args.no_progress),
         )
         counts = {s: list(out["runs"].values()).count(s) for s in ("trained", "resumed", "evaluated", "skipped")}
         print(out["markdown"])
