@@ -76,6 +76,20 @@ def test_interrupted_reproduce_resumes_and_skips_finished_runs(voc_root: Path, t
 
 
 @pytest.mark.slow
+def test_reproduce_with_two_jobs_gives_the_sequential_table(voc_root: Path, tmp_path: Path) -> None:
+    rows, tiny = ["an", "an-boostlu", "ll-r"], {**TINY, "train.threads": 1}
+    one = run_reproduce("voc2012", voc_root, tmp_path / "one", [0, 1], rows=rows, overrides=tiny, jobs=1)
+    two = run_reproduce("voc2012", voc_root, tmp_path / "two", [0, 1], rows=rows, overrides=tiny, jobs=2)
+    assert two["runs"] == one["runs"] and set(one["runs"].values()) == {"trained", "evaluated"}
+    assert two["markdown"] == one["markdown"] and "(paper 85.89, Δ" in one["markdown"]
+    for run in ("an-seed1", "an-boostlu-seed1", "ll-r-seed0"):
+        a, b = (json.loads((tmp_path / d / "runs" / run / "test_results.json").read_text()) for d in ("one", "two"))
+        assert a["test_ap"] == b["test_ap"] and a["test_map"] == b["test_map"] and a["best_epoch"] == b["best_epoch"]
+    again = run_reproduce("voc2012", voc_root, tmp_path / "two", [0, 1], rows=rows, overrides=tiny, jobs=2)
+    assert set(again["runs"].values()) == {"skipped"} and again["markdown"] == one["markdown"]
+
+
+@pytest.mark.slow
 def test_reproduce_runs_every_row_of_the_paper_tables_end_to_end(voc_root: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "voc"
     # rows whose schedule is set in epochs get a shorter one: ROLE + LI's linear phase takes 1

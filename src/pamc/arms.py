@@ -27,6 +27,9 @@ from typing import Any
 from pamc.config import RunConfig, replace
 from pamc.data import DatasetBundle, build_dataset
 from pamc.engine import Callback, RunDir, RunResults, evaluate_at_alphas, fit, load_trained
+from pamc.engine.checkpoint import atomic_write_text, make_dirs
+from pamc.engine.phases import has_progress
+from pamc.engine.resume import config_mismatch
 from pamc.engine.threads import intra_op_threads, resolve_threads
 from pamc.errors import PamcError
 
@@ -80,6 +83,26 @@ def plan(arms: Sequence[Arm], seeds: Sequence[int], base: RunConfig, runs_dir: P
     return specs
 
 
+def check_results_replaceable(output_dir: Path, names: Sequence[str]) -> None:
+    """Refuse, before anything trains, to replace a table file (``names``) in ``output_dir``
+    that pamc did not write: pamc's tables sit beside the ``runs/`` folder they summarise."""
+    output_dir = Path(output_dir)
+    if (output_dir / "runs").is_dir():
+        return
+    found = [n for n in names if (output_dir / n).exists()]
+    if found:
+        raise PamcError(f"{output_dir / found[0]} exists and was not written by pamc (no runs/ beside it); "
+                        "choose another --output-dir")
+
+
+def write_results_files(output_dir: Path, files: dict[str, str]) -> None:
+    """Write the table files of a demo, zoo or reproduce folder atomically (a full disk is one
+    ``cannot write PATH`` line, the previous file intact)."""
+    make_dirs(Path(output_dir))
+    for name, text in files.items():
+        atomic_write_text(Path(output_dir) / name, text)
+
+
 def run_arm(spec: ArmRun, source: Path | None = None, *, dataset: DatasetBundle | None = None,
             callbacks: Sequence[Any] = (), resume: bool = False) -> RunResults:
     """Train ``spec`` (or, for a reusing arm, test ``source``'s best model at the spec's eval
@@ -113,7 +136,8 @@ def run_arm(spec: ArmRun, source: Path | None = None, *, dataset: DatasetBundle 
 
 
 def run_arms(specs: Sequence[ArmRun], *, dataset: DatasetBundle | None = None,
-             callbacks_for: Callable[[str, int], Sequence[Any]] | None = None, jobs: int = 1) -> list[RunResults]:
+             callbacks_for: Callable[[str, int], Sequence[Any]] | None = None, jobs: int = 1,
+             resume: bool = False) -> list[RunResults]:
     """Results of every spec, in order: a finished run directory is read, not run again (and
     refused if it was trained with another config); no existing run is ever removed.
 
@@ -122,7 +146,9 @@ def run_arms(specs: Sequence[ArmRun], *, dataset: DatasetBundle | None = None,
     that fails stops the others (their unfinished run directories are cleaned up as an
     interrupted run's are) and the error names it. With a shared ``dataset`` (sequential only),
     its training labels are put back to their first state before each training run
-    (label-correcting methods edit them), as if each arm built its own.
+    (label-correcting methods edit them), as if each arm built its own. ``resume``: a spec whose
+    run directory holds an interrupted run continues it (exactly, from its ``last`` checkpoint)
+    instead of being refused.
     """
     if jobs < 1:
         raise PamcError(f"--jobs must be >= 1, got {jobs}")
@@ -142,14 +168,15 @@ def run_arms(specs: Sequence[ArmRun], *, dataset: DatasetBundle | None = None,
             log.info("%s seed %d: finished before, skipped", spec.arm, spec.seed)
             results[i] = RunDir(spec.run_dir).read_results()
     todo = [i for i, r in enumerate(results) if r is None]
+    resuming = {i for i in todo if resume and specs[i].reuse is None and has_progress(specs[i].run_dir)}
     if jobs == 1 or len(todo) <= 1:
-        _run_in_order(specs, sources, todo, results, dataset, callbacks_for)
+        _run_in_order(specs, sources, todo, resuming, results, dataset, callbacks_for)
     else:
-        _run_parallel(specs, sources, deps, todo, results, min(jobs, len(todo)), callbacks_for)
+        _run_parallel(specs, sources, deps, todo, resuming, results, min(jobs, len(todo)), callbacks_for)
     return [r for r in results if r is not None]
 
 
-def _run_in_order(specs: Sequence[ArmRun], sources: list[Path | None], todo: list[int],
+def _run_in_order(specs: Sequence[ArmRun], sources: list[Path | None], todo: list[int], resuming: set[int],
                   results: list[RunResults | None], dataset: DatasetBundle | None,
                   callbacks_for: Callable[[str, int], Sequence[Any]] | None) -> None:
     initial = dataset.train.observed.state_dict() if dataset is not None else None
@@ -158,12 +185,12 @@ def _run_in_order(specs: Sequence[ArmRun], sources: list[Path | None], todo: lis
         if dataset is not None and spec.reuse is None:
             dataset.train.observed.load_state_dict(initial)
         callbacks = callbacks_for(spec.arm, spec.seed) if callbacks_for and spec.reuse is None else ()
-        results[i] = run_arm(spec, sources[i], dataset=dataset, callbacks=callbacks)
+        results[i] = run_arm(spec, sources[i], dataset=dataset, callbacks=callbacks, resume=i in resuming)
         log.info("%s seed %d: test mAP %.2f", spec.arm, spec.seed, results[i].test_map)
 
 
 def _run_parallel(specs: Sequence[ArmRun], sources: list[Path | None], deps: dict[int, int], todo: list[int],
-                  results: list[RunResults | None], jobs: int,
+                  resuming: set[int], results: list[RunResults | None], jobs: int,
                   callbacks_for: Callable[[str, int], Sequence[Any]] | None) -> None:
     """``todo`` on ``jobs`` spawned workers; a reusing arm waits until its source has trained."""
     ctx = multiprocessing.get_context("spawn")  # torch and fork do not mix
@@ -187,7 +214,7 @@ def _run_parallel(specs: Sequence[ArmRun], sources: list[Path | None], deps: dic
                 busy[w] = ready
                 spec = specs[ready]
                 callbacks[ready] = callbacks_for(spec.arm, spec.seed) if callbacks_for and spec.reuse is None else ()
-                inboxes[w].put((ready, spec, sources[ready]))
+                inboxes[w].put((ready, spec, sources[ready], ready in resuming))
             try:
                 kind, w, i, payload = events.get(timeout=0.5)
             except queue.Empty:
@@ -271,7 +298,7 @@ def _worker(inbox: Any, events: Any, worker: int, parent: int, log_level: int) -
     torch.set_num_threads(1)
     datasets: dict[Any, tuple[DatasetBundle, Any]] = {}
     while (task := inbox.get()) is not None:
-        index, spec, source = task
+        index, spec, source, resume = task
         try:
             if spec.config.data not in datasets:
                 bundle = build_dataset(spec.config.data)
@@ -279,7 +306,8 @@ def _worker(inbox: Any, events: Any, worker: int, parent: int, log_level: int) -
             bundle, initial = datasets[spec.config.data]
             bundle.train.observed.load_state_dict(initial)
             callbacks = [_Forward(events, worker, index, parent)] if spec.reuse is None else []
-            events.put(("done", worker, index, run_arm(spec, source, dataset=bundle, callbacks=callbacks)))
+            events.put(("done", worker, index, run_arm(spec, source, dataset=bundle, callbacks=callbacks,
+                                                           resume=resume)))
         except PamcError as exc:
             events.put(("error", worker, index, str(exc)))
         except Exception:
@@ -288,12 +316,8 @@ def _worker(inbox: Any, events: Any, worker: int, parent: int, log_level: int) -
 
 def _check_same_config(run: RunDir, cfg: RunConfig) -> None:
     """Refuse to reuse a finished run whose config is not ``cfg``: every key ``cfg`` sets must
-    hold the same value there (the run also records what it resolved from ``None`` or from the
-    dataset catalog, e.g. its image size, normalisation and method defaults)."""
-    from pamc.engine.resume import _flatten
-
-    recorded = _flatten(run.read_config().to_dict())
-    wanted = _flatten(replace(cfg, output_dir=str(run.path)).to_dict())
-    if any(value is not None and value != {} and recorded.get(key) != value for key, value in wanted.items()):
-        raise PamcError(f"{run.path} holds a finished run with another config; "
+    hold the same value there."""
+    mismatch = config_mismatch(run.read_config(), cfg, set_keys_only=True)
+    if mismatch is not None:
+        raise PamcError(f"{run.path} holds a finished run with another config ({mismatch}); "
                         "choose another --output-dir (pamc never removes an existing run)")

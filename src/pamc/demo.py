@@ -24,7 +24,7 @@ import statistics
 from pathlib import Path
 from typing import Any, Sequence
 
-from pamc.arms import Arm, plan, run_arms
+from pamc.arms import Arm, check_results_replaceable, plan, run_arms, write_results_files
 from pamc.config import RunConfig, config_from_dict, replace
 from pamc.data import build_dataset
 from pamc.data.labels import false_negative_rate
@@ -111,6 +111,7 @@ def run_demo(
     """
     output_dir = Path(output_dir)
     runs = output_dir / "runs"
+    check_results_replaceable(output_dir, ("results.json", "results.md"))
     start = resolve_pretrained(pretrained, backbone, quick, Path(pretrain_cache or output_dir / "pretrained"))
     base = fine_tune_config(demo_config(quick, backbone), start, quick)
     if threads is not None:
@@ -137,9 +138,7 @@ def run_demo(
     table["dataset"] = bundle.name
     table["backbone"] = base.model.backbone
     table["pretrained"] = pretrained
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "results.json").write_text(json.dumps(table, indent=2))
-    (output_dir / "results.md").write_text(format_markdown(table))
+    write_results_files(output_dir, {"results.json": json.dumps(table, indent=2), "results.md": format_markdown(table)})
     return table
 
 

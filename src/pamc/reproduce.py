@@ -8,8 +8,8 @@ alpha (``meta.evaluates``: the paper's inference-only AN + BoostLU) reuses that 
 run directories are what ``pamc table`` reads; the table (ours beside the paper's numbers
 and the difference) is returned and written to ``results.md`` / ``results.csv``.
 
-Each row at each seed is an :class:`pamc.arms.ArmRun` run by :func:`pamc.arms.run_arm`, as the
-zoo's and the demo's arms are: configs in, run directories out.
+Each row at each seed is an :class:`pamc.arms.ArmRun` run by :func:`pamc.arms.run_arms`, as the
+zoo's and the demo's arms are (``jobs`` at a time): configs in, run directories out.
 """
 
 from __future__ import annotations
@@ -19,10 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from pamc.arms import ArmRun, run_arm
+from pamc.arms import ArmRun, check_results_replaceable, run_arms, write_results_files
 from pamc.config import RunConfig, load_config, replace
 from pamc.engine import LoggingCallback, RunDir
-from pamc.engine.checkpoint import atomic_write_text
 from pamc.engine.phases import has_progress
 from pamc.errors import PamcError
 from pamc.table import build_table, format_csv, format_markdown
@@ -84,37 +83,35 @@ def run_reproduce(
     rows: Sequence[str] | None = None,
     overrides: Mapping[str, Any] | None = None,
     callbacks_for: Callable[[str, int], Sequence[Any]] | None = None,
+    jobs: int = 1,
 ) -> dict[str, Any]:
     """Train (or skip, or resume) every paper row of ``dataset`` for every seed; see the module.
+
+    ``jobs``: runs trained at once, each in its own worker process (:func:`pamc.arms.run_arms`).
 
     Returns ``{"markdown", "csv", "runs": {run name: "trained" | "resumed" | "skipped" |
     "evaluated"}}``.
     """
     output_dir = Path(output_dir)
     runs = output_dir / "runs"
+    check_results_replaceable(output_dir, ("results.md", "results.csv"))
     overrides = {**(overrides or {}), "data.root": str(data_root)}
     table_rows = paper_rows(dataset, configs_dir, rows, overrides)
+    specs: list[ArmRun] = []
     status: dict[str, str] = {}
     for seed in seeds:
         for row in table_rows:
             name = f"{row.name}-seed{seed}"
             run_dir = runs / name
-            spec = ArmRun(row.name, seed, replace(row.config, train__seed=seed, output_dir=str(run_dir)), run_dir,
-                          row.evaluates)
-            if RunDir(run_dir).is_finished:
-                status[name] = "skipped"
-                continue
-            if row.evaluates is not None:  # the inference-only row: another row's model at its alpha
-                run_arm(spec, runs / f"{row.evaluates}-seed{seed}")
-                status[name] = "evaluated"
-                continue
-            resume = has_progress(run_dir)
-            callbacks = tuple(callbacks_for(row.name, seed)) if callbacks_for else (LoggingCallback(),)
-            log.info("%s %s", "resuming" if resume else "training", name)
-            run_arm(spec, callbacks=callbacks, resume=resume)
-            status[name] = "resumed" if resume else "trained"
+            specs.append(ArmRun(row.name, seed, replace(row.config, train__seed=seed, output_dir=str(run_dir)),
+                                run_dir, row.evaluates))
+            status[name] = ("skipped" if RunDir(run_dir).is_finished else "evaluated" if row.evaluates is not None
+                            else "resumed" if has_progress(run_dir) else "trained")
+    for name, state in status.items():
+        if state in ("trained", "resumed"):
+            log.info("%s %s", "resuming" if state == "resumed" else "training", name)
+    run_arms(specs, callbacks_for=callbacks_for or (lambda arm, seed: (LoggingCallback(),)), jobs=jobs, resume=True)
     groups = build_table([runs])
     md, csv_text = format_markdown(groups), format_csv(groups)
-    atomic_write_text(output_dir / "results.md", md)
-    atomic_write_text(output_dir / "results.csv", csv_text)
+    write_results_files(output_dir, {"results.md": md, "results.csv": csv_text})
     return {"markdown": md, "csv": csv_text, "runs": status}

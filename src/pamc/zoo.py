@@ -22,7 +22,7 @@ import logging
 from pathlib import Path
 from typing import Any, Sequence
 
-from pamc.arms import Arm, plan, run_arms
+from pamc.arms import Arm, check_results_replaceable, plan, run_arms, write_results_files
 from pamc.config import RunConfig
 from pamc.data import build_dataset
 from pamc.data.labels import false_negative_rate
@@ -96,6 +96,7 @@ def run_zoo(
     ``results.md``/``results.csv``."""
     output_dir = Path(output_dir)
     runs = output_dir / "runs"
+    check_results_replaceable(output_dir, ("results.md", "results.csv"))
     base = base if base is not None else zoo_config(quick)
     bundle = build_dataset(base.data)
     full = bundle.train.full
@@ -107,8 +108,6 @@ def run_zoo(
     run_arms(specs, dataset=bundle, callbacks_for=callbacks_for, jobs=jobs)
     groups = build_table([runs])
     md = format_markdown(groups)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "results.md").write_text(md)
-    (output_dir / "results.csv").write_text(format_csv(groups))
+    write_results_files(output_dir, {"results.md": md, "results.csv": format_csv(groups)})
     return {"markdown": md, "false_negative_rate": fn_rate, "ll_delta_rel": delta_rel,
             "expected_num_pos": expected_pos, "epochs": base.train.epochs, "seeds": list(seeds)}

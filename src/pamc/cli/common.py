@@ -41,15 +41,18 @@ def threads_arg(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"expected 'auto' or a positive integer, got {text!r}") from None
 
 
-def add_parallel_args(p: argparse.ArgumentParser) -> None:
-    """``--jobs`` and ``--threads`` of the commands that train several arms."""
+def add_parallel_args(p: argparse.ArgumentParser, *, default_jobs: int | None = None,
+                      threads_help: str = "intra-op threads per arm (default 1; results depend on it, not on --jobs)") -> None:
+    """``--jobs`` and ``--threads`` of the commands that train several arms; ``default_jobs``
+    ``None`` means the usable cores."""
     from pamc.engine.threads import usable_cores
 
     cores = usable_cores()
-    p.add_argument("--jobs", "-j", type=positive_int, default=cores,
-                   help=f"arms trained at once, each in its own process (default: the usable cores, {cores})")
-    p.add_argument("--threads", type=threads_arg, default=None,
-                   help="intra-op threads per arm (default 1; results depend on it, not on --jobs)")
+    jobs = cores if default_jobs is None else default_jobs
+    what = f"the usable cores, {cores}" if default_jobs is None else str(default_jobs)
+    p.add_argument("--jobs", "-j", type=positive_int, default=jobs,
+                   help=f"arms trained at once, each in its own process (default: {what})")
+    p.add_argument("--threads", type=threads_arg, default=None, help=threads_help)
 
 
 def alpha_rows(args: argparse.Namespace, alphas: Sequence[float] | None) -> tuple[Any, list[dict[str, Any]]]:

@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from pamc.cli.common import add_parallel_args
+
 
 class Reproduce:
     """``pamc reproduce --dataset NAME --data-root PATH -o DIR``: train every config of the paper's
@@ -24,6 +26,8 @@ class Reproduce:
         p.add_argument("--configs", help="folder of the paper configs (default: the repository's configs/paper)")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a key of every config, e.g. --set train.device=cuda:1 (YAML value)")
+        add_parallel_args(p, default_jobs=1, threads_help="intra-op threads per run (default: the configs' "
+                          "train.threads with --jobs 1, else 1 per run)")
         p.add_argument("--no-progress", action="store_true")
         p.set_defaults(run=Reproduce.run)
 
@@ -33,11 +37,13 @@ class Reproduce:
         from pamc.config import parse_overrides
         from pamc.reproduce import run_reproduce
 
+        threads = {} if args.threads is None and args.jobs == 1 else {"train.threads": args.threads or 1}
         rows = [r.strip() for r in args.rows.split(",") if r.strip()] if args.rows else None
         out = run_reproduce(
             args.dataset, args.data_root, Path(args.output_dir), args.seeds,
             configs_dir=Path(args.configs) if args.configs else None, rows=rows,
-            overrides=parse_overrides(args.set),
+            overrides={**parse_overrides(args.set), **threads},
+            jobs=args.jobs,
             callbacks_for=arm_progress(args.no_progress),
         )
         counts = {s: list(out["runs"].values()).count(s) for s in ("trained", "resumed", "evaluated", "skipped")}

@@ -199,10 +199,15 @@ def _safe_torch_load(path: Path) -> Any:
         raise CheckpointError(f"cannot read training state {path}: {text[0] if text else type(exc).__name__}") from None
 
 
-def config_mismatch(saved: RunConfig, current: RunConfig) -> str | None:
-    """The first config key (other than ``output_dir``) whose value differs, as a phrase."""
+def config_mismatch(saved: RunConfig, current: RunConfig, *, set_keys_only: bool = False) -> str | None:
+    """The first config key (other than ``output_dir``) whose value differs, as a phrase.
+
+    With ``set_keys_only`` only the keys that ``current`` sets (not ``None``, not an empty
+    mapping) are compared: a finished run also records what it resolved from ``None`` or from
+    the dataset catalog (its image size, normalisation and method defaults)."""
     a, b = _flatten(saved.to_dict()), _flatten(current.to_dict())
-    for key in sorted(set(a) | set(b)):
+    keys = [k for k, v in b.items() if v is not None and v != {}] if set_keys_only else set(a) | set(b)
+    for key in sorted(keys):
         if key != "output_dir" and a.get(key) != b.get(key):
             return f"{key} is {a.get(key)!r} in the checkpoint and {b.get(key)!r} in the config"
     return None
