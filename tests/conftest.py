@@ -1,7 +1,12 @@
 import os
 
-import pytest
-import torch
+# A fixed thread count for the whole suite (its subprocesses included): `train.threads: auto`
+# then takes it instead of counting the machine's other runnable processes, so a training's
+# sums, and the values the tests compare, do not depend on how busy the machine is.
+os.environ.setdefault("OMP_NUM_THREADS", str(min(2, os.cpu_count() or 1)))
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
