@@ -181,7 +181,7 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu", help="where the cache path's transform runs")
-    parser.add_argument("--build-n", type=int, default=200, help="JPEGs per cache-build comparison")
+    parser.add_argument("--build-n", type=int, default=1000, help="JPEGs per cache-build comparison")
     parser.add_argument("--build-repeats", type=int, default=3)
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
