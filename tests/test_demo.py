@@ -5,6 +5,7 @@ import pytest
 
 from pamc.demo import fine_tune_config, demo_config, gap_line, ll_delta_rel_for, summarize
 from pamc.cli.main import main
+from pamc.config import load_config
 from pamc.engine import RunDir
 
 ARMS = ["full", "an", "an + BoostLU (inference)", "ll-r", "ll-r + BoostLU"]
@@ -107,3 +108,20 @@ def test_demo_on_coco2017_mini_tiny_budget(tmp_path):
     rows = {r["arm"]: r for r in table["rows"]}
     assert set(rows) == set(ARMS) and all(0.0 < r["map_mean"] <= 100.0 for r in rows.values())
     assert 0.0 < table["false_negative_rate"] < 1.0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not COCO_MINI.is_dir(), reason=f"needs the shared data set {COCO_MINI}")
+def test_demo_fine_tunes_every_arm_from_imagenet_lite0_weights(tmp_path):
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--no-progress", "-o", str(out), "--dataset", "coco2017",
+                 "--data-root", str(COCO_MINI), "--backbone", "efficientnet_lite0", "--pretrained", "imagenet",
+                 "--set", "data.image_size=64", "--set", "train.epochs=1", "--seeds", "1", "--jobs", "1"]) == 0
+    table = json.loads((out / "results.json").read_text())
+    assert table["pretrained"] == "imagenet" and table["backbone"] == "efficientnet_lite0"
+    assert all(0.0 < r["map_mean"] <= 100.0 for r in table["rows"])
+    for run in (out / "runs").iterdir():  # every trained arm started from the ImageNet weights
+        cfg = load_config(run / "config.yaml")
+        assert (cfg.model.backbone, cfg.model.pretrained) == ("efficientnet_lite0", "imagenet"), run
+        assert cfg.data.mean == pytest.approx((127 / 255,) * 3) and cfg.data.std == pytest.approx((128 / 255,) * 3)
+    assert not (out / "pretrained").exists()  # no synthetic pretraining when ImageNet weights are given
